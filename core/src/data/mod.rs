@@ -1,0 +1,3 @@
+//! Dataset building (collections, transpositions, splits) and the dataset file.
+
+pub mod corpus;

@@ -1,0 +1,13 @@
+//! arvae-core: the library behind the arvae trainer and plugin.
+//!
+//! - [`music`]: one-bar measures on the 24-tick grid, the four musical attributes, importers
+//!   (MusicXML, ABC, MIDI) and MIDI export.
+//! - [`data`]: dataset building (collections, transpositions, splits) and the dataset file.
+//! - [`metrics`]: disentanglement metrics (KSG mutual information, Interpretability, MIG, ...).
+//! - [`model`]: MeasureVAE in candle, the losses and training (feature `train`).
+
+pub mod data;
+pub mod metrics;
+#[cfg(feature = "train")]
+pub mod model;
+pub mod music;

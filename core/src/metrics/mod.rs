@@ -1,0 +1,1 @@
+//! Disentanglement metrics (in progress).

@@ -1,0 +1,1 @@
+//! MeasureVAE in candle (in progress).
