@@ -245,13 +245,15 @@ mod tests {
     fn three_four_is_rejected_and_two_four_paired() {
         let notes = vec![n(0.0, 3.0, Some(60))];
         assert_eq!(measures(&melody(notes, bars(&[3.0], (3, 4)))).unwrap_err().reason, "meter");
-        let notes = (0..8).map(|i| n(0.5 + i as f64, 1.0, Some(60 + i as u8))).collect();
+        let mut notes = vec![n(0.0, 0.5, Some(60))];
+        notes.extend((0..8).map(|i| n(0.5 + i as f64, 1.0, Some(61 + i as u8))));
         // 2/4 with an eighth pickup: pickup window, then pairs of bars.
         let ms = measures(&melody(notes, bars(&[0.5, 2.0, 2.0, 2.0, 2.0], (2, 4)))).unwrap();
         assert_eq!(ms.len(), 3);
         assert_eq!(ms[0].0[21], 60);
-        assert_eq!(ms[1].0[3], 61);
-        assert_eq!(ms[1].0[0], HOLD);
+        assert_eq!(ms[1].0[0], 61);
+        assert_eq!(ms[1].0[6], 62);
+        assert_eq!(ms[2].0[0], 65);
     }
 
     #[test]

@@ -1,0 +1,63 @@
+//! Progress bars and skip reporting for long work.
+
+use arvae_core::data::build::Progress;
+use arvae_core::music::melody::ImportError;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+/// A bar on stderr; skipped pieces print one line each (or only a count when `quiet_skips`).
+pub struct BarProgress {
+    bar: Mutex<Option<ProgressBar>>,
+    quiet_skips: bool,
+    pub skipped: AtomicUsize,
+}
+
+impl BarProgress {
+    pub fn new(quiet_skips: bool) -> Self {
+        BarProgress { bar: Mutex::new(None), quiet_skips, skipped: AtomicUsize::new(0) }
+    }
+
+    fn println(&self, line: &str) {
+        match self.bar.lock().unwrap().as_ref() {
+            Some(b) => b.println(line),
+            None => eprintln!("{line}"),
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Some(b) = self.bar.lock().unwrap().take() {
+            b.finish_and_clear();
+        }
+    }
+}
+
+/// The style used by every bar of the trainer.
+pub fn style() -> ProgressStyle {
+    ProgressStyle::with_template("{msg:>10} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
+        .expect("valid template")
+        .progress_chars("=> ")
+}
+
+impl Progress for BarProgress {
+    fn start(&self, total: usize, what: &str) {
+        let b = ProgressBar::new(total as u64).with_style(style()).with_message(what.to_string());
+        if let Some(old) = self.bar.lock().unwrap().replace(b) {
+            old.finish_and_clear();
+        }
+    }
+    fn inc(&self) {
+        if let Some(b) = self.bar.lock().unwrap().as_ref() {
+            b.inc(1);
+        }
+    }
+    fn skipped(&self, e: &ImportError) {
+        self.skipped.fetch_add(1, Ordering::Relaxed);
+        if !self.quiet_skips {
+            self.println(&format!("skipped {e}"));
+        }
+    }
+    fn note(&self, message: &str) {
+        self.println(message);
+    }
+}
