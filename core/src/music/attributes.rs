@@ -92,8 +92,7 @@ pub fn rhythmic_complexity(measure: &Measure) -> f32 {
         .iter()
         .zip(RHYTHM_WEIGHTS)
         .filter(|(&t, _)| is_note(t))
-        .map(|(_, w)| w)
-        .sum();
+        .fold(0.0, |acc, (_, w)| acc + w);
     onset / total
 }
 
