@@ -6,8 +6,12 @@
 //! - [`metrics`]: disentanglement metrics (KSG mutual information, Interpretability, MIG, ...).
 //! - [`model`]: MeasureVAE in candle, the losses and training (feature `train`).
 
+pub mod checkpoint;
 pub mod data;
+pub mod infer;
 pub mod metrics;
 #[cfg(feature = "train")]
 pub mod model;
 pub mod music;
+#[cfg(feature = "train")]
+pub mod training;

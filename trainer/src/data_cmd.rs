@@ -110,6 +110,12 @@ pub struct DemoArgs {
     /// Folder for the demo's files.
     #[arg(long, default_value = "runs/demo")]
     out: PathBuf,
+    /// Training epochs (a finished demo run in --out is reused; a shorter one is continued).
+    #[arg(long, default_value_t = 8)]
+    epochs: usize,
+    /// Synthetic pieces (4 bars each).
+    #[arg(long, default_value_t = 2500)]
+    pieces: usize,
 }
 
 fn parse_split(s: &str) -> Result<Split, String> {
@@ -275,10 +281,11 @@ fn export(a: ExportArgs) -> Result<()> {
     Ok(())
 }
 
-/// The demo, dataset part: builds the synthetic set and prints its statistics.
+/// The demo: builds the synthetic set, prints its statistics, trains and sweeps.
 pub fn demo(a: DemoArgs) -> Result<()> {
     let path = a.out.join("synthetic.arvae");
-    let ds = build_and_save(&BuildOptions::default(), &path, true)?;
+    let opts = BuildOptions { synthetic_pieces: a.pieces, ..BuildOptions::default() };
+    let ds = build_and_save(&opts, &path, true)?;
     print_stats(&path, &stats(&ds));
-    Ok(())
+    crate::train_cmd::demo_train(&ds, &a.out, a.epochs)
 }

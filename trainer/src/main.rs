@@ -2,6 +2,7 @@
 
 mod data_cmd;
 mod progress;
+mod train_cmd;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -22,7 +23,12 @@ enum Command {
     /// Get, build, inspect and listen to datasets.
     #[command(subcommand)]
     Data(data_cmd::DataCommand),
-    /// The built-in demo: builds the synthetic melodies (no download) and shows their statistics.
+    /// Train AR-VAE (or the β-VAE baseline) on a dataset file; checkpoints every epoch.
+    Train(train_cmd::TrainArgs),
+    /// Generate bars with attribute targets in musical units, or change the attributes of a MIDI file.
+    Generate(train_cmd::GenerateArgs),
+    /// The built-in demo (no download): builds the synthetic melodies, trains an AR-VAE for a few
+    /// minutes, shows that each regularized dimension orders its attribute, writes MIDI sweeps.
     Demo(data_cmd::DemoArgs),
 }
 
@@ -30,6 +36,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Data(cmd) => data_cmd::run(cmd),
+        Command::Train(args) => train_cmd::train(args),
+        Command::Generate(args) => train_cmd::generate(args),
         Command::Demo(args) => data_cmd::demo(args),
     };
     match result {

@@ -1,0 +1,578 @@
+//! The epoch loop around [`crate::model::train_step`]: shuffling, validation, `log.csv`, atomic
+//! checkpoints after every epoch (`model.safetensors` with the optimizer state for `--resume`,
+//! `best.safetensors` by validation loss), attribute calibration, and latent extraction.
+
+use crate::checkpoint::{Calibration, Checkpoint, CheckpointMeta, DatasetInfo, TrainState, AttributeDim};
+use crate::data::{Dataset, Split};
+use crate::model::{eval_step, teacher_forcing_coin, train_step, Adam, AdamConfig, Batch, LossConfig, LossValues};
+use crate::model::{MeasureVae, MeasureVaeConfig, RegularizedDim};
+use crate::music::attributes::Attribute;
+use crate::music::Measure;
+use candle_core::{Device, Tensor};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// AR-VAE or the β-VAE baseline (the same model with gamma = 0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModelKind {
+    /// Attribute-regularized VAE.
+    ArVae,
+    /// β-VAE baseline.
+    BetaVae,
+}
+
+/// Everything that defines a training run (DESIGN.md §6 defaults for music).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// AR-VAE or β-VAE.
+    pub model: ModelKind,
+    /// Epochs to train in total.
+    pub epochs: usize,
+    /// Batch size.
+    pub batch: usize,
+    /// Adam learning rate.
+    pub lr: f64,
+    /// KL weight.
+    pub beta: f64,
+    /// AR loss weight (0 for β-VAE).
+    pub gamma: f64,
+    /// AR loss sharpness.
+    pub delta: f64,
+    /// Seed of initialisation, shuffling, sampling and dropout.
+    pub seed: u64,
+    /// Latent size.
+    pub latent: usize,
+    /// Regularized attributes; attribute l sits on latent dimension l.
+    pub attributes: Vec<Attribute>,
+    /// Use at most this many training measures per epoch (a fresh random subset each epoch).
+    pub max_train_measures: Option<usize>,
+    /// Validate on at most this many measures (a fixed subset).
+    pub max_val_measures: Option<usize>,
+}
+
+impl TrainConfig {
+    /// The paper's music settings for `model`.
+    pub fn music(model: ModelKind) -> Self {
+        TrainConfig {
+            model,
+            epochs: 30,
+            batch: 256,
+            lr: 1e-4,
+            beta: 0.001,
+            gamma: if model == ModelKind::ArVae { 1.0 } else { 0.0 },
+            delta: 10.0,
+            seed: 0,
+            latent: 32,
+            attributes: if model == ModelKind::ArVae { Attribute::ALL.to_vec() } else { Vec::new() },
+            max_train_measures: None,
+            max_val_measures: Some(8192),
+        }
+    }
+
+    /// The loss settings.
+    pub fn loss(&self) -> LossConfig {
+        let regularized = if self.model == ModelKind::ArVae {
+            self.attributes
+                .iter()
+                .map(|a| RegularizedDim { attribute: a.index(), latent_dim: a.index() })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        LossConfig {
+            beta: self.beta,
+            gamma: if self.model == ModelKind::ArVae { self.gamma } else { 0.0 },
+            delta: self.delta,
+            regularized,
+        }
+    }
+
+    /// The model sizes.
+    pub fn model_config(&self) -> MeasureVaeConfig {
+        MeasureVaeConfig { latent: self.latent, ..MeasureVaeConfig::default() }
+    }
+}
+
+/// Mean loss parts of one epoch on one split.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct EpochSummary {
+    /// 1-based epoch number.
+    pub epoch: usize,
+    /// Mean training loss parts.
+    pub train: LossValues,
+    /// Mean validation loss parts (greedy decoding, no teacher forcing).
+    pub val: LossValues,
+    /// Training throughput.
+    pub measures_per_s: f64,
+    /// Wall time of the epoch.
+    pub seconds: f64,
+    /// Whether this epoch has the best validation loss so far.
+    pub best: bool,
+}
+
+/// Receives progress (a progress bar in the CLI).
+pub trait TrainObserver {
+    /// An epoch starts with `batches` batches.
+    fn epoch_start(&self, _epoch: usize, _batches: usize) {}
+    /// A batch finished; `running` is the running mean of the epoch.
+    fn batch_done(&self, _running: &LossValues, _measures_per_s: f64) {}
+    /// Validation and checkpoints of an epoch are done.
+    fn epoch_end(&self, _summary: &EpochSummary) {}
+}
+
+/// An observer that reports nothing.
+pub struct Quiet;
+impl TrainObserver for Quiet {}
+
+/// What went wrong in training; the message names the file when there is one.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// Bad settings or a mismatch between run and data.
+    #[error("{0}")]
+    Config(String),
+    /// Reading or writing a file.
+    #[error("{path}: {message}")]
+    Io { path: PathBuf, message: String },
+    /// A checkpoint problem.
+    #[error(transparent)]
+    Checkpoint(#[from] crate::checkpoint::CheckpointError),
+    /// A tensor operation failed.
+    #[error("model: {0}")]
+    Model(#[from] candle_core::Error),
+}
+
+/// Accumulates loss values into means.
+#[derive(Default)]
+struct Mean {
+    sum: LossValues,
+    n: usize,
+}
+
+impl Mean {
+    fn add(&mut self, v: &LossValues) {
+        if self.n == 0 {
+            self.sum = LossValues { ar: vec![0.0; v.ar.len()], ..Default::default() };
+        }
+        self.sum.total += v.total;
+        self.sum.reconstruction += v.reconstruction;
+        self.sum.kl += v.kl;
+        self.sum.accuracy += v.accuracy;
+        for (s, a) in self.sum.ar.iter_mut().zip(&v.ar) {
+            *s += a;
+        }
+        self.n += 1;
+    }
+    fn mean(&self) -> LossValues {
+        let n = self.n.max(1) as f32;
+        LossValues {
+            total: self.sum.total / n,
+            reconstruction: self.sum.reconstruction / n,
+            kl: self.sum.kl / n,
+            accuracy: self.sum.accuracy / n,
+            ar: self.sum.ar.iter().map(|a| a / n).collect(),
+        }
+    }
+}
+
+/// Files of a run folder.
+pub struct RunPaths {
+    /// Last complete epoch, with optimizer state.
+    pub model: PathBuf,
+    /// Best validation loss so far.
+    pub best: PathBuf,
+    /// One row per epoch.
+    pub log: PathBuf,
+}
+
+impl RunPaths {
+    /// The files inside `dir`.
+    pub fn new(dir: &Path) -> Self {
+        RunPaths {
+            model: dir.join("model.safetensors"),
+            best: dir.join("best.safetensors"),
+            log: dir.join("log.csv"),
+        }
+    }
+}
+
+fn batches_of(indices: &[usize], batch: usize) -> Vec<&[usize]> {
+    // drop_last as the reference, but never drop everything.
+    let full = indices.len() / batch;
+    if full == 0 {
+        return if indices.is_empty() { vec![] } else { vec![indices] };
+    }
+    indices.chunks_exact(batch).take(full).collect()
+}
+
+fn batch(ds: &Dataset, idx: &[usize], device: &Device) -> candle_core::Result<Batch> {
+    let ms: Vec<Measure> = idx.iter().map(|&i| ds.measures[i]).collect();
+    Batch::from_measures(&ms, device)
+}
+
+/// Mean validation losses over `idx` (greedy decoding, sampled z from a fixed seed).
+pub fn evaluate(
+    model: &MeasureVae,
+    ds: &Dataset,
+    idx: &[usize],
+    loss: &LossConfig,
+    batch_size: usize,
+    seed: u64,
+) -> Result<LossValues, TrainError> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut mean = Mean::default();
+    for chunk in idx.chunks(batch_size) {
+        let b = batch(ds, chunk, model.device())?;
+        mean.add(&eval_step(model, &b, loss, &mut rng)?);
+    }
+    Ok(mean.mean())
+}
+
+/// Posterior means and sampled z (as the reference's metrics use) of the measures `idx`.
+pub fn latents(
+    model: &MeasureVae,
+    measures: &[Measure],
+    batch_size: usize,
+    seed: u64,
+) -> Result<(Vec<f32>, Vec<f32>), TrainError> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let (mut means, mut samples) = (Vec::new(), Vec::new());
+    for chunk in measures.chunks(batch_size.max(1)) {
+        let b = Batch::from_measures(chunk, model.device())?;
+        let (mu, log_std) = model.encode(&b.tokens, None)?;
+        let z = model.sample(&mu, &log_std, &mut rng)?;
+        means.extend(mu.flatten_all()?.to_device(&Device::Cpu)?.to_vec1::<f32>()?);
+        samples.extend(z.flatten_all()?.to_device(&Device::Cpu)?.to_vec1::<f32>()?);
+    }
+    Ok((means, samples))
+}
+
+/// Number of quantile points stored per calibrated attribute.
+pub const CALIBRATION_POINTS: usize = 21;
+
+/// Calibration of each regularized attribute: quantiles of the latent means on its dimension
+/// against the same quantiles of the attribute, so a musical target maps to a latent value.
+pub fn calibrate(
+    model: &MeasureVae,
+    ds: &Dataset,
+    idx: &[usize],
+    attributes: &[Attribute],
+    batch_size: usize,
+) -> Result<Vec<Calibration>, TrainError> {
+    if idx.is_empty() || attributes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ms: Vec<Measure> = idx.iter().map(|&i| ds.measures[i]).collect();
+    let (means, _) = latents(model, &ms, batch_size, 0)?;
+    let d = model.config().latent;
+    Ok(attributes
+        .iter()
+        .map(|a| {
+            let l = a.index();
+            let mut z: Vec<f32> = (0..ms.len()).map(|i| means[i * d + l]).collect();
+            let mut v: Vec<f32> = idx.iter().map(|&i| ds.attributes[i][l]).collect();
+            z.sort_by(f32::total_cmp);
+            v.sort_by(f32::total_cmp);
+            let q = |s: &[f32], p: f64| s[((s.len() - 1) as f64 * p).round() as usize];
+            let points = (0..CALIBRATION_POINTS)
+                .map(|k| {
+                    let p = k as f64 / (CALIBRATION_POINTS - 1) as f64;
+                    (q(&z, p), q(&v, p))
+                })
+                .collect();
+            Calibration { attribute: a.name().to_string(), latent_dim: l, points }
+        })
+        .collect())
+}
+
+/// The latent value that calibration says produces `target` (attribute units), by linear
+/// interpolation between quantile points; targets outside the seen range clamp to its ends.
+/// Where several points share the target value (attributes are heavily tied), the middle of
+/// their latent range is used.
+pub fn latent_for(cal: &Calibration, target: f32) -> f32 {
+    let p = &cal.points;
+    if p.is_empty() {
+        return 0.0;
+    }
+    let (lo, hi) = (p[0].1, p[p.len() - 1].1);
+    let target = target.clamp(lo, hi);
+    let equal: Vec<f32> = p.iter().filter(|x| x.1 == target).map(|x| x.0).collect();
+    if !equal.is_empty() {
+        return (equal[0] + equal[equal.len() - 1]) / 2.0;
+    }
+    for w in p.windows(2) {
+        let ((z0, a0), (z1, a1)) = (w[0], w[1]);
+        if a0 < target && target < a1 {
+            return z0 + (z1 - z0) * (target - a0) / (a1 - a0);
+        }
+    }
+    p[p.len() - 1].0
+}
+
+fn io_err(path: &Path, e: impl std::fmt::Display) -> TrainError {
+    TrainError::Io { path: path.to_path_buf(), message: e.to_string() }
+}
+
+fn csv_header(cfg: &TrainConfig) -> String {
+    let mut cols = vec!["epoch".to_string()];
+    for split in ["train", "val"] {
+        cols.extend(["loss", "recon", "kl", "acc"].map(|c| format!("{split}_{c}")));
+        cols.extend(cfg.attributes.iter().filter(|_| cfg.model == ModelKind::ArVae).map(|a| format!("{split}_ar_{}", a.name())));
+    }
+    cols.extend(["measures_per_s", "seconds"].map(String::from));
+    cols.join(",")
+}
+
+fn csv_row(s: &EpochSummary) -> String {
+    let mut cols = vec![s.epoch.to_string()];
+    for v in [&s.train, &s.val] {
+        cols.extend([v.total, v.reconstruction, v.kl, v.accuracy].map(|x| format!("{x:.6}")));
+        cols.extend(v.ar.iter().map(|x| format!("{x:.6}")));
+    }
+    cols.push(format!("{:.1}", s.measures_per_s));
+    cols.push(format!("{:.2}", s.seconds));
+    cols.join(",")
+}
+
+/// Settings stored in the checkpoint's `training` metadata.
+#[derive(Serialize, Deserialize)]
+struct TrainingMeta {
+    config: TrainConfig,
+    history: Vec<EpochSummary>,
+    best_val_loss: Option<f32>,
+}
+
+/// The result of [`train`].
+pub struct TrainOutcome {
+    /// The trained model (last epoch).
+    pub model: MeasureVae,
+    /// Every epoch, including ones before a resume.
+    pub history: Vec<EpochSummary>,
+    /// The run's files.
+    pub paths: RunPaths,
+}
+
+/// Trains on `ds` into the folder `out`. With `resume`, continues from `out/model.safetensors`
+/// (same settings and data required); without it, refuses to overwrite an existing run.
+pub fn train(
+    ds: &Dataset,
+    cfg: &TrainConfig,
+    out: &Path,
+    resume: bool,
+    device: &Device,
+    obs: &dyn TrainObserver,
+) -> Result<TrainOutcome, TrainError> {
+    if cfg.batch == 0 || cfg.epochs == 0 {
+        return Err(TrainError::Config("batch and epochs must be at least 1".into()));
+    }
+    if cfg.model == ModelKind::ArVae && cfg.attributes.is_empty() {
+        return Err(TrainError::Config("an AR-VAE needs at least one regularized attribute".into()));
+    }
+    if cfg.latent < 4 {
+        return Err(TrainError::Config("the latent size must be at least 4 (one dimension per attribute)".into()));
+    }
+    let paths = RunPaths::new(out);
+    std::fs::create_dir_all(out).map_err(|e| io_err(out, e))?;
+    let mut train_idx = ds.indices(Split::Train);
+    let mut val_idx = ds.indices(Split::Val);
+    if train_idx.is_empty() {
+        return Err(TrainError::Config(format!("dataset {} has no training measures", ds.header.collection)));
+    }
+    if val_idx.is_empty() {
+        // Tiny datasets: validate on the test split, else on training data.
+        val_idx = ds.indices(Split::Test);
+        if val_idx.is_empty() {
+            val_idx = train_idx.clone();
+        }
+    }
+    if let Some(m) = cfg.max_val_measures {
+        val_idx.shuffle(&mut ChaCha8Rng::seed_from_u64(17));
+        val_idx.truncate(m);
+        val_idx.sort_unstable();
+    }
+    let loss = cfg.loss();
+    let dataset_info = DatasetInfo {
+        id: ds.header.source.clone(),
+        collection: ds.header.collection.clone(),
+        hash: ds.header.content_hash.clone(),
+    };
+
+    let mut meta = CheckpointMeta::measure_vae(&cfg.model_config(), dataset_info.clone());
+    meta.attributes = cfg
+        .attributes
+        .iter()
+        .filter(|_| cfg.model == ModelKind::ArVae)
+        .map(|a| AttributeDim { name: a.name().into(), latent_dim: a.index() })
+        .collect();
+
+    let (model, mut adam, mut history, mut best) = if resume && paths.model.is_file() {
+        let ck = Checkpoint::load(&paths.model)?;
+        let prev: TrainingMeta = serde_json::from_value(ck.meta.training.clone())
+            .map_err(|e| TrainError::Config(format!("{}: no usable training record: {e}", paths.model.display())))?;
+        let same = TrainConfig { epochs: cfg.epochs, ..prev.config.clone() } == *cfg;
+        if !same {
+            return Err(TrainError::Config(format!(
+                "{}: was trained with other settings ({}); resume with the same flags or use another --out",
+                paths.model.display(),
+                serde_json::to_string(&prev.config).unwrap_or_default()
+            )));
+        }
+        if ck.meta.dataset.hash != ds.header.content_hash {
+            return Err(TrainError::Config(format!(
+                "{}: was trained on other data ({}), not this dataset",
+                paths.model.display(),
+                ck.meta.dataset.id
+            )));
+        }
+        let state = ck.meta.train_state.clone().ok_or_else(|| {
+            TrainError::Config(format!("{}: has no optimizer state to resume from", paths.model.display()))
+        })?;
+        let model = MeasureVae::from_checkpoint(&ck, device)?;
+        let mut adam = Adam::new(model.named_vars(), AdamConfig { lr: cfg.lr, ..AdamConfig::default() })?;
+        adam.load_state(state.optimizer_step, &ck.tensors)?;
+        (model, adam, prev.history, prev.best_val_loss)
+    } else {
+        if paths.model.exists() && !resume {
+            return Err(TrainError::Config(format!(
+                "{} already exists: pass --resume to continue it, or choose another --out",
+                paths.model.display()
+            )));
+        }
+        let model = MeasureVae::new(&cfg.model_config(), cfg.seed, device)?;
+        let adam = Adam::new(model.named_vars(), AdamConfig { lr: cfg.lr, ..AdamConfig::default() })?;
+        let mut log = std::fs::File::create(&paths.log).map_err(|e| io_err(&paths.log, e))?;
+        writeln!(log, "{}", csv_header(cfg)).map_err(|e| io_err(&paths.log, e))?;
+        (model, adam, Vec::new(), None)
+    };
+
+    let mut calib_idx = train_idx.clone();
+    calib_idx.shuffle(&mut ChaCha8Rng::seed_from_u64(cfg.seed ^ 0xca11b));
+    calib_idx.truncate(4096);
+
+    let start_epoch = history.len();
+    for epoch in start_epoch..cfg.epochs {
+        let t0 = Instant::now();
+        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64));
+        train_idx.sort_unstable();
+        train_idx.shuffle(&mut rng);
+        let used = cfg.max_train_measures.map_or(train_idx.len(), |m| m.min(train_idx.len()));
+        let batches = batches_of(&train_idx[..used], cfg.batch);
+        obs.epoch_start(epoch + 1, batches.len());
+        let mut mean = Mean::default();
+        let mut seen = 0usize;
+        for idx in &batches {
+            let b = batch(ds, idx, device)?;
+            let tf = teacher_forcing_coin(&mut rng);
+            let v = train_step(&model, &mut adam, &b, &loss, tf, &mut rng)?;
+            if !v.total.is_finite() {
+                return Err(TrainError::Config(format!(
+                    "the loss became {} in epoch {}: lower --lr or check the data",
+                    v.total,
+                    epoch + 1
+                )));
+            }
+            mean.add(&v);
+            seen += idx.len();
+            obs.batch_done(&mean.mean(), seen as f64 / t0.elapsed().as_secs_f64());
+        }
+        let train_secs = t0.elapsed().as_secs_f64();
+        let val = evaluate(&model, ds, &val_idx, &loss, cfg.batch.max(256), 1234)?;
+        let is_best = best.is_none_or(|b| val.total < b);
+        if is_best {
+            best = Some(val.total);
+        }
+        let summary = EpochSummary {
+            epoch: epoch + 1,
+            train: mean.mean(),
+            val,
+            measures_per_s: seen as f64 / train_secs,
+            seconds: t0.elapsed().as_secs_f64(),
+            best: is_best,
+        };
+        history.push(summary.clone());
+
+        let mut m = meta.clone();
+        m.calibration = calibrate(&model, ds, &calib_idx, &cfg.attributes_for_calibration(), 512)?;
+        m.training = serde_json::to_value(TrainingMeta { config: cfg.clone(), history: history.clone(), best_val_loss: best })
+            .expect("training meta serializes");
+        m.train_state = Some(TrainState {
+            epoch: (epoch + 1) as u32,
+            step: adam.step_count(),
+            optimizer_step: adam.step_count(),
+            extra: serde_json::Value::Null,
+        });
+        let mut ck = model.to_checkpoint(m)?;
+        if is_best {
+            let mut best_ck = ck.clone();
+            best_ck.meta.train_state = None;
+            best_ck.save_atomic(&paths.best)?;
+        }
+        ck.tensors.extend(adam.state_tensors()?);
+        ck.save_atomic(&paths.model)?;
+        let mut log = std::fs::OpenOptions::new().append(true).open(&paths.log).map_err(|e| io_err(&paths.log, e))?;
+        writeln!(log, "{}", csv_row(&summary)).map_err(|e| io_err(&paths.log, e))?;
+        obs.epoch_end(&summary);
+    }
+    Ok(TrainOutcome { model, history, paths })
+}
+
+impl TrainConfig {
+    fn attributes_for_calibration(&self) -> Vec<Attribute> {
+        if self.model == ModelKind::ArVae {
+            self.attributes.clone()
+        } else {
+            Vec::new()
+        }
+    }
+}
+
+/// Decodes latent vectors (rows of `z`, each `latent` long) greedily into measures.
+pub fn decode(model: &MeasureVae, z: &[f32]) -> Result<Vec<Measure>, TrainError> {
+    let d = model.config().latent;
+    let n = z.len() / d;
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let zt = Tensor::from_slice(z, (n, d), &Device::Cpu)?.to_device(model.device())?;
+    let tokens = model.generate(&zt)?.to_device(&Device::Cpu)?.to_vec2::<u32>()?;
+    Ok(tokens
+        .iter()
+        .map(|row| {
+            let t: Vec<u8> = row.iter().map(|&x| x.min(131) as u8).collect();
+            Measure::from_slice(&t).expect("24 tokens in range")
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latent_for_interpolates_and_clamps() {
+        let cal = Calibration {
+            attribute: "note_density".into(),
+            latent_dim: 2,
+            points: vec![(-2.0, 0.0), (-1.0, 0.0), (0.0, 0.25), (1.0, 0.5), (2.0, 0.5)],
+        };
+        assert_eq!(latent_for(&cal, 0.125), -0.5);
+        assert_eq!(latent_for(&cal, 0.25), 0.0);
+        assert_eq!(latent_for(&cal, 0.5), 1.5);
+        assert_eq!(latent_for(&cal, 9.0), 1.5);
+        assert_eq!(latent_for(&cal, 0.0), -1.5);
+        assert_eq!(latent_for(&cal, -1.0), -1.5);
+    }
+
+    #[test]
+    fn batches_drop_last_but_never_everything() {
+        let idx: Vec<usize> = (0..10).collect();
+        assert_eq!(batches_of(&idx, 4).len(), 2);
+        assert_eq!(batches_of(&idx, 20).len(), 1);
+        assert!(batches_of(&[], 4).is_empty());
+    }
+}
