@@ -1,6 +1,7 @@
 //! `arvae-trainer`: build music datasets, train AR-VAE and the β-VAE baseline, evaluate, generate.
 
 mod data_cmd;
+mod eval_cmd;
 mod progress;
 mod train_cmd;
 
@@ -25,6 +26,11 @@ enum Command {
     Data(data_cmd::DataCommand),
     /// Train AR-VAE (or the β-VAE baseline) on a dataset file; checkpoints every epoch.
     Train(train_cmd::TrainArgs),
+    /// Disentanglement metrics (Interpretability, MIG, SAP, SCC, Modularity) and reconstruction
+    /// accuracy of a checkpoint on a dataset split.
+    Eval(eval_cmd::EvalArgs),
+    /// One table over many runs (seeds, AR-VAE against β-VAE): median and quartiles per metric.
+    Compare(eval_cmd::CompareArgs),
     /// Generate bars with attribute targets in musical units, or change the attributes of a MIDI file.
     Generate(train_cmd::GenerateArgs),
     /// The built-in demo (no download): builds the synthetic melodies, trains an AR-VAE for a few
@@ -37,6 +43,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Data(cmd) => data_cmd::run(cmd),
         Command::Train(args) => train_cmd::train(args),
+        Command::Eval(args) => eval_cmd::eval(args),
+        Command::Compare(args) => eval_cmd::compare(args),
         Command::Generate(args) => train_cmd::generate(args),
         Command::Demo(args) => data_cmd::demo(args),
     };

@@ -1,15 +1,13 @@
 //! `arvae-trainer train`, `generate` and the demo's training part.
 
-use crate::progress::style;
 use anyhow::{bail, Context, Result};
 use arvae_core::checkpoint::{Calibration, Checkpoint};
 use arvae_core::data::{Dataset, Split};
-use arvae_core::metrics::stats::spearman;
 use arvae_core::model::{LossValues, MeasureVae};
 use arvae_core::music::attributes::{attributes, Attribute};
 use arvae_core::music::midi_export::{tracks_to_smf_bytes, write_file, ExportOptions};
 use arvae_core::music::midi_import::{self, MidiImportOptions};
-use arvae_core::music::{tokenize, Measure};
+use arvae_core::music::tokenize;
 use arvae_core::training::{self, latent_for, EpochSummary, ModelKind, TrainConfig, TrainObserver};
 use candle_core::Device;
 use clap::{Args, ValueEnum};
@@ -83,6 +81,9 @@ pub struct TrainArgs {
     /// Continue the run in --out from its last complete epoch (same settings and data).
     #[arg(long)]
     resume: bool,
+    /// Measures of the test split evaluated at the end (stored in the checkpoint's metadata).
+    #[arg(long, default_value_t = 8192)]
+    eval_measures: usize,
 }
 
 #[derive(Args)]
@@ -220,6 +221,9 @@ pub fn train(a: TrainArgs) -> Result<()> {
     );
     let obs = BarObserver { bar: RefCell::new(None), attrs: cfg.loss().regularized.iter().map(|r| Attribute::ALL[r.attribute]).collect() };
     let out = training::train(&ds, &cfg, &a.out, a.resume, &dev, &obs)?;
+    println!("evaluating on the test split ...");
+    let e = crate::eval_cmd::record_evaluation(&a.out, &ds, a.eval_measures)?;
+    crate::eval_cmd::print_evaluation(&e);
     println!("wrote {} and {} (log: {})", out.paths.model.display(), out.paths.best.display(), out.paths.log.display());
     Ok(())
 }
@@ -304,35 +308,9 @@ pub fn generate(a: GenerateArgs) -> Result<()> {
     Ok(())
 }
 
-/// Spearman rho between each regularized dimension and its attribute on the validation split,
-/// with sampled z as the reference's metrics; for a model without regularized dimensions, the
-/// best |rho| over all dimensions.
-pub fn attribute_order(model: &MeasureVae, ds: &Dataset, regularized: &[Attribute]) -> Result<Vec<(Attribute, usize, f64)>> {
-    let idx = ds.indices(Split::Val);
-    let ms: Vec<Measure> = idx.iter().map(|&i| ds.measures[i]).collect();
-    let (_, z) = training::latents(model, &ms, 512, 7)?;
-    let d = model.config().latent;
-    let col = |j: usize| -> Vec<f64> { (0..ms.len()).map(|i| z[i * d + j] as f64).collect() };
-    Ok(Attribute::ALL
-        .iter()
-        .map(|&a| {
-            let attr: Vec<f64> = idx.iter().map(|&i| ds.attributes[i][a.index()] as f64).collect();
-            let rho = |j: usize| spearman(&col(j), &attr).map_or(0.0, |(r, _)| r);
-            if regularized.contains(&a) {
-                (a, a.index(), rho(a.index()))
-            } else {
-                (0..d).map(|j| (a, j, rho(j))).max_by(|x, y| x.2.abs().total_cmp(&y.2.abs())).unwrap()
-            }
-        })
-        .collect())
-}
-
 /// The demo's training part: AR-VAE on the synthetic set, attribute order, MIDI sweeps.
 pub fn demo_train(ds: &Dataset, out: &Path, epochs: usize) -> Result<()> {
-    let mut cfg = TrainConfig::music(ModelKind::ArVae);
-    cfg.epochs = epochs;
-    cfg.batch = 64;
-    cfg.lr = 1e-3;
+    let cfg = TrainConfig::demo(ModelKind::ArVae, epochs);
     let run = out.join("ar-vae");
     let resume = run.join("model.safetensors").is_file();
     println!(
@@ -345,7 +323,7 @@ pub fn demo_train(ds: &Dataset, out: &Path, epochs: usize) -> Result<()> {
     let obs = BarObserver { bar: RefCell::new(None), attrs: Attribute::ALL.to_vec() };
     let trained = training::train(ds, &cfg, &run, resume, &Device::Cpu, &obs)?;
     println!("\nSpearman rho between each regularized dimension and its attribute (validation split):");
-    for (a, dim, rho) in attribute_order(&trained.model, ds, &Attribute::ALL)? {
+    for (a, dim, rho) in training::attribute_order(&trained.model, ds, &Attribute::ALL)? {
         println!("  {:<20} dim {dim}  rho {rho:+.3}", a.name());
     }
     let ck = Checkpoint::load(&trained.paths.model)?;

@@ -1,0 +1,266 @@
+//! `arvae-trainer eval` and `compare`: the paper's disentanglement metrics for checkpoints.
+
+use anyhow::{bail, Context, Result};
+use arvae_core::checkpoint::Checkpoint;
+use arvae_core::data::{Dataset, Split};
+use arvae_core::metrics::{compute_metrics, Matrix, MetricsConfig, MetricsData, MetricsReport};
+use arvae_core::model::{LossConfig, MeasureVae};
+use arvae_core::music::attributes::Attribute;
+use arvae_core::music::Measure;
+use arvae_core::training;
+use candle_core::Device;
+use clap::Args;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Most latents the reference evaluates (201 batches of 256).
+pub const REFERENCE_MAX_POINTS: usize = 51_456;
+
+#[derive(Args)]
+pub struct EvalArgs {
+    /// Checkpoint to evaluate.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Dataset file (the one the model was trained on, or another with the same vocabulary).
+    #[arg(long)]
+    data: PathBuf,
+    /// Split to evaluate on.
+    #[arg(long, default_value = "test", value_parser = parse_split)]
+    split: Split,
+    /// Write the numbers as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write sampled z, mean z and attributes as a NumPy .npz.
+    #[arg(long)]
+    latents: Option<PathBuf>,
+    /// Evaluate at most this many measures (the reference stops at 51,456).
+    #[arg(long, default_value_t = REFERENCE_MAX_POINTS)]
+    max_measures: usize,
+    /// Seed of the latent sampling and of the MI jitter.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+#[derive(Args)]
+pub struct CompareArgs {
+    /// Checkpoints (e.g. runs/*/model.safetensors).
+    #[arg(required = true)]
+    checkpoints: Vec<PathBuf>,
+    /// Dataset to evaluate on when a checkpoint has no stored evaluation (or with --recompute).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Evaluate every checkpoint again instead of using the evaluation stored in it.
+    #[arg(long)]
+    recompute: bool,
+    /// Split to evaluate on.
+    #[arg(long, default_value = "test", value_parser = parse_split)]
+    split: Split,
+    /// Write the table as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+fn parse_split(s: &str) -> Result<Split, String> {
+    Split::from_name(s).ok_or_else(|| format!("unknown split '{s}' (train, val or test)"))
+}
+
+/// What `eval` reports and the trainer stores in a checkpoint's `evaluation`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Evaluation {
+    /// Dataset collection and content hash.
+    pub dataset: String,
+    pub dataset_hash: String,
+    pub split: String,
+    /// Greedy token accuracy from the sampled z.
+    pub reconstruction_accuracy: f64,
+    pub metrics: MetricsReport,
+}
+
+/// Checks that a checkpoint can be evaluated on a dataset.
+fn check_compatible(ck: &Checkpoint, ck_path: &Path, ds: &Dataset, ds_path: &Path) -> Result<()> {
+    if ck.meta.vocabulary != ds.header.vocabulary {
+        bail!(
+            "{} and {} disagree: the checkpoint's vocabulary ({} tokens) is not the dataset's ({} tokens)",
+            ck_path.display(),
+            ds_path.display(),
+            ck.meta.vocabulary.len(),
+            ds.header.vocabulary.len()
+        );
+    }
+    for a in &ck.meta.attributes {
+        if !ds.header.attributes.contains(&a.name) {
+            bail!(
+                "{} and {} disagree: the checkpoint regularizes '{}', which the dataset does not have ({})",
+                ck_path.display(),
+                ds_path.display(),
+                a.name,
+                ds.header.attributes.join(", ")
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Evaluates `model` on `split` of `ds`: metrics on sampled z and reconstruction accuracy.
+pub fn evaluate(
+    ck: &Checkpoint,
+    model: &MeasureVae,
+    ds: &Dataset,
+    split: Split,
+    max: usize,
+    seed: u64,
+    latents_out: Option<&Path>,
+) -> Result<Evaluation> {
+    let mut idx = ds.indices(split);
+    if idx.is_empty() {
+        bail!("the {} split of the dataset is empty", split.name());
+    }
+    idx.truncate(max);
+    let ms: Vec<Measure> = idx.iter().map(|&i| ds.measures[i]).collect();
+    let (means, samples) = training::latents(model, &ms, 256, seed)?;
+    let d = model.config().latent;
+    let n = ms.len();
+    let attrs: Vec<f64> = idx.iter().flat_map(|&i| ds.attributes[i].map(|x| x as f64)).collect();
+    let names: Vec<String> = Attribute::ALL.iter().map(|a| a.name().to_string()).collect();
+    let regularized: Vec<Option<usize>> = Attribute::ALL
+        .iter()
+        .map(|a| ck.meta.attributes.iter().find(|x| x.name == a.name()).map(|x| x.latent_dim))
+        .collect();
+    let data = MetricsData {
+        z: Matrix::from_f32(n, d, &samples)?,
+        z_mean: Some(Matrix::from_f32(n, d, &means)?),
+        attributes: Matrix::new(n, 4, attrs)?,
+        names,
+        regularized,
+    };
+    if let Some(p) = latents_out {
+        data.write_npz(p, true)?;
+    }
+    let metrics = compute_metrics(&data.z, &data.attributes, &data.names, &data.regularized, &MetricsConfig { n_neighbors: 3, seed })?;
+    let loss = LossConfig { beta: 0.0, gamma: 0.0, delta: 10.0, regularized: Vec::new() };
+    let recon = training::evaluate(model, ds, &idx, &loss, 256, seed)?;
+    Ok(Evaluation {
+        dataset: ds.header.collection.clone(),
+        dataset_hash: ds.header.content_hash.clone(),
+        split: split.name().into(),
+        reconstruction_accuracy: recon.accuracy as f64,
+        metrics,
+    })
+}
+
+pub fn print_evaluation(e: &Evaluation) {
+    print!("{}", e.metrics.to_table());
+    println!("reconstruction accuracy {:.2}% ({} split of {})", 100.0 * e.reconstruction_accuracy, e.split, e.dataset);
+}
+
+pub fn eval(a: EvalArgs) -> Result<()> {
+    let ck = Checkpoint::load(&a.checkpoint)?;
+    let ds = Dataset::load(&a.data)?;
+    check_compatible(&ck, &a.checkpoint, &ds, &a.data)?;
+    let model = MeasureVae::from_checkpoint(&ck, &Device::Cpu)
+        .with_context(|| format!("{}: cannot build the model", a.checkpoint.display()))?;
+    let e = evaluate(&ck, &model, &ds, a.split, a.max_measures, a.seed, a.latents.as_deref())?;
+    print_evaluation(&e);
+    if let Some(p) = &a.json {
+        std::fs::write(p, serde_json::to_string_pretty(&e)?).with_context(|| format!("cannot write {}", p.display()))?;
+        println!("wrote {}", p.display());
+    }
+    if let Some(p) = &a.latents {
+        println!("wrote {} (z, z_mean, attributes, attribute_names, regularized_dims)", p.display());
+    }
+    Ok(())
+}
+
+/// Evaluates the finished run on the test split and stores the summary in both checkpoints.
+pub fn record_evaluation(run: &Path, ds: &Dataset, max: usize) -> Result<Evaluation> {
+    let model_path = run.join("model.safetensors");
+    let ck = Checkpoint::load(&model_path)?;
+    let model = MeasureVae::from_checkpoint(&ck, &Device::Cpu)?;
+    let split = if ds.count(Split::Test) > 0 { Split::Test } else { Split::Train };
+    let e = evaluate(&ck, &model, ds, split, max, 0, None)?;
+    let value = serde_json::to_value(&e)?;
+    for name in ["model.safetensors", "best.safetensors"] {
+        let p = run.join(name);
+        let mut c = Checkpoint::load(&p)?;
+        if name == "model.safetensors" || c.meta.training == ck.meta.training {
+            c.meta.evaluation = Some(value.clone());
+            c.save_atomic(&p)?;
+        }
+    }
+    Ok(e)
+}
+
+fn quartiles(mut v: Vec<f64>) -> (f64, f64, f64) {
+    v.sort_by(f64::total_cmp);
+    let q = |p: f64| {
+        let x = p * (v.len() - 1) as f64;
+        let (lo, hi) = (x.floor() as usize, x.ceil() as usize);
+        v[lo] + (v[hi] - v[lo]) * (x - lo as f64)
+    };
+    (q(0.25), q(0.5), q(0.75))
+}
+
+pub fn compare(a: CompareArgs) -> Result<()> {
+    let ds = match &a.data {
+        Some(p) => Some((Dataset::load(p)?, p.clone())),
+        None => None,
+    };
+    let mut rows: Vec<(String, String, Evaluation)> = Vec::new();
+    for path in &a.checkpoints {
+        let ck = Checkpoint::load(path)?;
+        let kind = if ck.meta.attributes.is_empty() { "beta-vae" } else { "ar-vae" }.to_string();
+        let stored: Option<Evaluation> =
+            ck.meta.evaluation.clone().and_then(|v| serde_json::from_value(v).ok());
+        let e = match (stored, &ds) {
+            (Some(e), Some((d, _))) if !a.recompute && e.dataset_hash == d.header.content_hash => e,
+            (Some(e), None) if !a.recompute => e,
+            (_, Some((d, dp))) => {
+                check_compatible(&ck, path, d, dp)?;
+                let model = MeasureVae::from_checkpoint(&ck, &Device::Cpu)?;
+                evaluate(&ck, &model, d, a.split, REFERENCE_MAX_POINTS, 0, None)?
+            }
+            (_, None) => bail!("{}: has no stored evaluation; pass --data to evaluate it", path.display()),
+        };
+        rows.push((path.display().to_string(), kind, e));
+    }
+    let datasets: std::collections::BTreeSet<&str> = rows.iter().map(|r| r.2.dataset_hash.as_str()).collect();
+    if datasets.len() > 1 {
+        bail!("the checkpoints were evaluated on different datasets; pass --data (and --recompute) to compare them on one");
+    }
+    let metrics: [(&str, fn(&Evaluation) -> f64); 6] = [
+        ("interpretability", |e| e.metrics.interpretability_mean),
+        ("mig", |e| e.metrics.mig_mean),
+        ("sap", |e| e.metrics.sap_mean),
+        ("scc", |e| e.metrics.scc_mean),
+        ("modularity", |e| e.metrics.modularity),
+        ("recon_accuracy", |e| e.reconstruction_accuracy),
+    ];
+    println!("{:<60} {:<9} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7}", "checkpoint", "model", "interp", "MIG", "SAP", "SCC", "modul", "recon");
+    for (p, k, e) in &rows {
+        let v: Vec<String> = metrics.iter().map(|(_, f)| format!("{:>7.3}", f(e))).collect();
+        println!("{p:<60} {k:<9} {}", v.join(" "));
+    }
+    println!("\nmedian [25%, 75%] per model:");
+    let mut summary = serde_json::Map::new();
+    for kind in ["ar-vae", "beta-vae"] {
+        let group: Vec<&Evaluation> = rows.iter().filter(|r| r.1 == kind).map(|r| &r.2).collect();
+        if group.is_empty() {
+            continue;
+        }
+        let mut line = format!("{kind:<9} (n={})", group.len());
+        let mut obj = serde_json::Map::new();
+        for (name, f) in metrics {
+            let (q1, med, q3) = quartiles(group.iter().map(|e| f(e)).collect());
+            line += &format!("  {name} {med:.3} [{q1:.3}, {q3:.3}]");
+            obj.insert(name.into(), serde_json::json!({"q1": q1, "median": med, "q3": q3}));
+        }
+        println!("{line}");
+        summary.insert(kind.into(), serde_json::Value::Object(obj));
+    }
+    if let Some(p) = &a.json {
+        let rows_json: Vec<_> = rows.iter().map(|(p, k, e)| serde_json::json!({"checkpoint": p, "model": k, "evaluation": e})).collect();
+        let v = serde_json::json!({"runs": rows_json, "summary": summary});
+        std::fs::write(p, serde_json::to_string_pretty(&v)?).with_context(|| format!("cannot write {}", p.display()))?;
+    }
+    Ok(())
+}

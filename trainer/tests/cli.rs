@@ -1,0 +1,128 @@
+//! End-to-end tests of the `arvae-trainer` binary: datasets, training, resume, generation and
+//! the errors a user sees for bad input.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn trainer(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_arvae-trainer")).args(args).output().expect("run arvae-trainer")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = trainer(args);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "arvae-trainer {args:?} failed:\n{text}");
+    text
+}
+
+fn fails(args: &[&str]) -> String {
+    let out = trainer(args);
+    let text = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "arvae-trainer {args:?} should fail");
+    assert!(!text.contains("panicked"), "panic instead of an error: {text}");
+    text
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn data_build_stats_and_export() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = dir.path().join("synth.arvae");
+    ok(&["data", "build", "--collection", "synthetic", "--pieces", "60", "--out", s(&ds)]);
+    let json = ok(&["data", "stats", s(&ds), "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["pieces_total"], 60);
+    assert_eq!(v["pieces_used"], 60);
+    let m = &v["measures"];
+    let total = m["train"].as_u64().unwrap() + m["val"].as_u64().unwrap() + m["test"].as_u64().unwrap();
+    assert_eq!(total, 240);
+    for a in ["rhythmic_complexity", "pitch_range", "note_density", "contour"] {
+        let at = &v["attributes"][a];
+        assert!(at["min"].as_f64().unwrap() <= at["mean"].as_f64().unwrap());
+        assert!(at["mean"].as_f64().unwrap() <= at["max"].as_f64().unwrap());
+    }
+    let table = ok(&["data", "stats", s(&ds)]);
+    assert!(table.contains("note_density") && table.contains("measures: train"));
+    let mid = dir.path().join("bars.mid");
+    ok(&["data", "export-midi", s(&ds), "--split", "train", "--count", "8", "--out", s(&mid)]);
+    // The exported bars come back as a dataset of 8 measures per transposition.
+    let back = dir.path().join("back.arvae");
+    ok(&["data", "build", "--input", s(&mid), "--no-transpose", "--out", s(&back)]);
+    let v: serde_json::Value = serde_json::from_str(&ok(&["data", "stats", s(&back), "--json"])).unwrap();
+    let m = &v["measures"];
+    assert_eq!(m["train"].as_u64().unwrap() + m["val"].as_u64().unwrap() + m["test"].as_u64().unwrap(), 8);
+}
+
+#[test]
+fn bad_inputs_give_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.arvae");
+    std::fs::write(&junk, "not a dataset").unwrap();
+    let e = fails(&["data", "stats", s(&junk)]);
+    assert!(e.contains("junk.arvae") && e.contains("not an arvae dataset"), "{e}");
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let e = fails(&["data", "build", "--input", s(&empty), "--out", s(&dir.path().join("x.arvae"))]);
+    assert!(e.contains("no usable measures"), "{e}");
+    let e = fails(&["generate", "--checkpoint", s(&junk), "--out", s(&dir.path().join("g.mid"))]);
+    assert!(e.contains("junk.arvae"), "{e}");
+    let e = fails(&["data", "build", "--collection", "bach", "--corpus", "/nonexistent/music21.whl", "--out", "x.arvae"]);
+    assert!(e.contains("/nonexistent/music21.whl"), "{e}");
+}
+
+#[test]
+fn train_resume_generate() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = dir.path().join("synth.arvae");
+    ok(&["data", "build", "--collection", "synthetic", "--pieces", "100", "--out", s(&ds)]);
+    let run = dir.path().join("run");
+    let common = ["--data", s(&ds), "--out", s(&run), "--batch", "32", "--max-measures", "64", "--latent", "8"];
+    let mut args = vec!["train", "--epochs", "1"];
+    args.extend(common);
+    let text = ok(&args);
+    assert!(text.contains("epoch   1"), "{text}");
+    for f in ["model.safetensors", "best.safetensors", "log.csv"] {
+        assert!(run.join(f).is_file(), "{f} missing");
+    }
+    // An existing run is never overwritten silently.
+    let e = fails(&args);
+    assert!(e.contains("already exists") && e.contains("--resume"), "{e}");
+    // Resume continues from epoch 1 to 2.
+    let mut args = vec!["train", "--epochs", "2", "--resume"];
+    args.extend(common);
+    let text = ok(&args);
+    assert!(text.contains("epoch   2") && !text.contains("epoch   1 "), "{text}");
+    let log = std::fs::read_to_string(run.join("log.csv")).unwrap();
+    assert_eq!(log.lines().count(), 3, "{log}");
+    // Other settings cannot resume this run.
+    let mut args = vec!["train", "--epochs", "3", "--resume", "--gamma", "5"];
+    args.extend(common);
+    assert!(fails(&args).contains("other settings"));
+
+    let ck = run.join("model.safetensors");
+    let mid = dir.path().join("g.mid");
+    let text = ok(&["generate", "--checkpoint", s(&ck), "--note-density", "0.3", "--contour", "0.1", "--bars", "3", "--seed", "1", "--out", s(&mid)]);
+    assert!(text.contains("wrote 3 bars"), "{text}");
+    assert!(std::fs::read(&mid).unwrap().starts_with(b"MThd"));
+    let e = fails(&["generate", "--checkpoint", s(&ck), "--note-density", "7", "--out", s(&mid)]);
+    assert!(e.contains("outside"), "{e}");
+    // Transform mode: the bars of a MIDI file, with one attribute changed.
+    let text = ok(&["generate", "--checkpoint", s(&ck), "--encode", s(&mid), "--pitch-range", "0.2", "--out", s(&dir.path().join("t.mid"))]);
+    assert!(text.contains("wrote"), "{text}");
+
+    // A β-VAE has no attribute knobs.
+    let beta = dir.path().join("beta");
+    ok(&["train", "--model", "beta-vae", "--epochs", "1", "--data", s(&ds), "--out", s(&beta), "--batch", "32", "--max-measures", "32", "--latent", "8"]);
+    let e = fails(&["generate", "--checkpoint", s(&beta.join("model.safetensors")), "--pitch-range", "0.2", "--out", s(&mid)]);
+    assert!(e.contains("does not regularize pitch_range"), "{e}");
+
+    // A truncated checkpoint names the file.
+    let bytes = std::fs::read(&ck).unwrap();
+    let cut = dir.path().join("cut.safetensors");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let e = fails(&["generate", "--checkpoint", s(&cut), "--out", s(&mid)]);
+    assert!(e.contains("cut.safetensors"), "{e}");
+}
