@@ -1,0 +1,709 @@
+//! Allocation-free MeasureVAE encoder and greedy decoder on plain f32 weights (no candle).
+//!
+//! [`InferModel`] copies a MeasureVAE checkpoint's weights once into a layout made for batch-1
+//! matrix-vector products and allocates all its scratch space up front; afterwards
+//! [`InferModel::decode`] and [`InferModel::encode`] never touch the heap, never lock and never
+//! panic, so the plugin can run them on a worker thread beside the audio thread.
+//!
+//! The math is exactly the candle model's (`model::measure_vae`, DESIGN.md §5) in evaluation
+//! mode: no dropout, greedy argmax (first maximum on ties, as candle and torch), PyTorch GRU
+//! gates. Only the summation order and the exp/tanh implementation differ, so values agree to
+//! float rounding (about 1e-6) and greedy tokens agree except at exact near-ties.
+//!
+//! Speed: the token embedding's share of the tick GRU's input projection is a precomputed
+//! V x 3H table, the beat context's share is computed once per beat, the beat-level layers
+//! run as small matrix products over all beats at once, and the kernels are compiled for
+//! AVX2+FMA as well as the baseline target and picked at run time ([`Kernel`]).
+
+mod kernels;
+
+pub use kernels::Kernel;
+
+use kernels::{argmax, gru_update, padded_bias, selu_in_place, Isa, Packed, Portable};
+
+use crate::checkpoint::{
+    measure_vae_shapes, Checkpoint, CheckpointMeta, DatasetInfo, MeasureVaeConfig,
+};
+use crate::music::token::{
+    Measure, BEATS_PER_MEASURE, TICKS_PER_BEAT, TICKS_PER_MEASURE, VOCAB_SIZE,
+};
+
+/// Why an [`InferModel`] could not be built or a call was refused.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum InferError {
+    /// The checkpoint is not a usable MeasureVAE (names what is wrong).
+    #[error("cannot build the decoder from this checkpoint: {0}")]
+    Checkpoint(String),
+    /// The requested kernel variant does not run on this CPU.
+    #[error("kernel {0} is not supported by this CPU")]
+    UnsupportedKernel(&'static str),
+    /// A slice passed to the model has the wrong length.
+    #[error("{what} has {got} values, the model needs {expected}")]
+    Length {
+        /// Which argument.
+        what: &'static str,
+        /// Length the model needs.
+        expected: usize,
+        /// Length given.
+        got: usize,
+    },
+    /// A measure holds a token outside the vocabulary.
+    #[error("token {token} at tick {tick} is outside the vocabulary")]
+    Token {
+        /// Tick of the bad token.
+        tick: usize,
+        /// The token.
+        token: u8,
+    },
+}
+
+/// One direction of one GRU layer: hidden-side weights and, above layer 0, input-side ones.
+#[derive(Clone, Debug)]
+struct GruDir {
+    /// `W_ih` (3H x input), packed; `None` where the input side is precomputed (layer 0).
+    w_ih: Option<Packed>,
+    /// Input-side bias with the hidden-side r and z biases folded in (padded).
+    b_i: Vec<f32>,
+    /// `W_hh` (3H x H), packed.
+    w_hh: Packed,
+    /// Hidden-side bias: zero on r and z, `b_hn` on n (padded).
+    b_h: Vec<f32>,
+}
+
+/// A linear layer, packed, with its padded bias.
+#[derive(Clone, Debug)]
+struct Dense {
+    w: Packed,
+    b: Vec<f32>,
+}
+
+impl Dense {
+    fn padded(&self) -> usize {
+        self.w.padded()
+    }
+}
+
+#[derive(Clone, Debug)]
+struct EncoderWeights {
+    /// Per direction: for every token, layer 0's input-side gate pre-activations (V x 3H).
+    table: [Vec<f32>; 2],
+    /// Per layer, per direction.
+    layers: Vec<[GruDir; 2]>,
+    mean: [Dense; 2],
+    log_std: [Dense; 2],
+}
+
+#[derive(Clone, Debug)]
+struct DecoderWeights {
+    z_to_beat_hidden: Dense,
+    /// Layer 0's input-side gate pre-activations of the beat GRU (constant input), 3H.
+    beat_gi0: Vec<f32>,
+    beat_layers: Vec<GruDir>,
+    beat_to_tick_hidden: Dense,
+    beat_to_tick_input: Dense,
+    /// The previous-token embedding's share of the tick GRU's layer-0 gates, per token (V x 3H).
+    token_table: Vec<f32>,
+    /// The same for the learned start input (3H).
+    start_gi: Vec<f32>,
+    /// The beat context's share of the tick GRU's layer-0 gates, with the folded biases.
+    context: Dense,
+    tick_layers: Vec<GruDir>,
+    output: Dense,
+}
+
+/// Scratch space, allocated once.
+#[derive(Clone, Debug)]
+struct Scratch {
+    /// Hidden states, one per layer (layers x H).
+    h: Vec<f32>,
+    /// Gate pre-activations, input side and hidden side (3H padded each).
+    gi: Vec<f32>,
+    gh: Vec<f32>,
+    /// Per-step layer outputs, ping-pong (T x 2H).
+    seq: [Vec<f32>; 2],
+    /// Input-side gate pre-activations for all steps of a layer (T x 3H padded).
+    gi_all: Vec<f32>,
+    /// Encoder final states (2 x layers x H, padded to 16).
+    state: Vec<f32>,
+    /// Head hidden layer (padded).
+    head: Vec<f32>,
+    /// Head output (padded).
+    head_out: Vec<f32>,
+    /// Decoder: initial beat hidden (layers x H, padded).
+    beat_h0: Vec<f32>,
+    /// Decoder: per beat, the tick GRU's initial hidden (beats x padded(layers x H)).
+    tick_h0: Vec<f32>,
+    /// Decoder: per beat, the beat context (beats x padded H).
+    context: Vec<f32>,
+    /// Decoder: per beat, the context's share of the layer-0 gates (beats x 3H padded).
+    context_gi: Vec<f32>,
+    /// Logits of one tick (padded V).
+    logits: Vec<f32>,
+}
+
+/// MeasureVAE encoder and greedy decoder on plain f32 weights; see the [module docs](self).
+#[derive(Clone, Debug)]
+pub struct InferModel {
+    cfg: MeasureVaeConfig,
+    kernel: Kernel,
+    enc: EncoderWeights,
+    dec: DecoderWeights,
+    s: Scratch,
+}
+
+/// Looks up a tensor and checks its shape.
+fn tensor<'a>(ck: &'a Checkpoint, name: &str, shape: &[usize]) -> Result<&'a [f32], InferError> {
+    let (s, data) = ck
+        .tensors
+        .get(name)
+        .ok_or_else(|| InferError::Checkpoint(format!("tensor {name} is missing")))?;
+    if s.as_slice() != shape {
+        return Err(InferError::Checkpoint(format!(
+            "tensor {name} has shape {s:?}, the config needs {shape:?}"
+        )));
+    }
+    if data.len() != shape.iter().product::<usize>() {
+        return Err(InferError::Checkpoint(format!(
+            "tensor {name} has {} values for shape {shape:?}",
+            data.len()
+        )));
+    }
+    Ok(data)
+}
+
+fn dense(ck: &Checkpoint, prefix: &str, input: usize, output: usize) -> Result<Dense, InferError> {
+    let w = tensor(ck, &format!("{prefix}.weight"), &[output, input])?;
+    let b = tensor(ck, &format!("{prefix}.bias"), &[output])?;
+    let w = Packed::new(w, output, input, 0, input);
+    let b = padded_bias(b, w.padded());
+    Ok(Dense { w, b })
+}
+
+/// Raw tensors of one GRU direction: (w_ih, w_hh, b_ih, b_hh).
+type RawGru<'a> = (&'a [f32], &'a [f32], &'a [f32], &'a [f32]);
+
+fn raw_gru<'a>(
+    ck: &'a Checkpoint,
+    prefix: &str,
+    suffix: &str,
+    input: usize,
+    h: usize,
+) -> Result<RawGru<'a>, InferError> {
+    Ok((
+        tensor(ck, &format!("{prefix}.weight_ih_{suffix}"), &[3 * h, input])?,
+        tensor(ck, &format!("{prefix}.weight_hh_{suffix}"), &[3 * h, h])?,
+        tensor(ck, &format!("{prefix}.bias_ih_{suffix}"), &[3 * h])?,
+        tensor(ck, &format!("{prefix}.bias_hh_{suffix}"), &[3 * h])?,
+    ))
+}
+
+/// Input bias with the hidden r and z biases folded in (unpadded, 3H).
+fn folded_bias(b_ih: &[f32], b_hh: &[f32], h: usize) -> Vec<f32> {
+    (0..3 * h)
+        .map(|i| {
+            if i < 2 * h {
+                b_ih[i] + b_hh[i]
+            } else {
+                b_ih[i]
+            }
+        })
+        .collect()
+}
+
+fn gru_dir(raw: RawGru, input: usize, h: usize, pack_input: bool) -> GruDir {
+    let (w_ih, w_hh, b_ih, b_hh) = raw;
+    let w_hh = Packed::new(w_hh, 3 * h, h, 0, h);
+    let padded = w_hh.padded();
+    let b_h: Vec<f32> = (0..padded)
+        .map(|i| {
+            if (2 * h..3 * h).contains(&i) {
+                b_hh[i]
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    GruDir {
+        w_ih: pack_input.then(|| Packed::new(w_ih, 3 * h, input, 0, input)),
+        b_i: padded_bias(&folded_bias(b_ih, b_hh, h), padded),
+        w_hh,
+        b_h,
+    }
+}
+
+/// `W[:, col0..col0 + x.len()] · x` for row-major `w` with `stride` columns (f64 sums).
+fn project(w: &[f32], rows: usize, stride: usize, col0: usize, x: &[f32]) -> Vec<f32> {
+    (0..rows)
+        .map(|r| {
+            let row = &w[r * stride + col0..r * stride + col0 + x.len()];
+            row.iter()
+                .zip(x)
+                .map(|(a, b)| *a as f64 * *b as f64)
+                .sum::<f64>() as f32
+        })
+        .collect()
+}
+
+/// A MeasureVAE checkpoint with seeded random weights of the right shapes (uniform, scaled by
+/// 1/sqrt(fan-in) like PyTorch's defaults), for tests and benchmarks without a trained model.
+pub fn random_checkpoint(cfg: &MeasureVaeConfig, seed: u64) -> Checkpoint {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let tensors = measure_vae_shapes(cfg)
+        .into_iter()
+        .map(|(name, shape)| {
+            let n: usize = shape.iter().product();
+            let bound = if shape.len() == 2 {
+                1.0 / (shape[1] as f32).sqrt()
+            } else {
+                0.1
+            };
+            let bound = if name.ends_with("embedding.weight") {
+                1.0
+            } else {
+                bound
+            };
+            let values = (0..n).map(|_| rng.gen_range(-bound..bound)).collect();
+            (name, (shape, values))
+        })
+        .collect();
+    let dataset = DatasetInfo {
+        id: "random".into(),
+        collection: "none".into(),
+        hash: format!("seed-{seed}"),
+    };
+    Checkpoint {
+        meta: CheckpointMeta::measure_vae(cfg, dataset),
+        tensors,
+    }
+}
+
+fn round16(n: usize) -> usize {
+    n.div_ceil(16) * 16
+}
+
+impl InferModel {
+    /// Builds the model from a MeasureVAE checkpoint with the fastest kernel this CPU runs.
+    pub fn from_checkpoint(ck: &Checkpoint) -> Result<Self, InferError> {
+        Self::with_kernel(ck, Kernel::detect())
+    }
+
+    /// Builds the model with a chosen kernel variant (for benchmarks and tests).
+    pub fn with_kernel(ck: &Checkpoint, kernel: Kernel) -> Result<Self, InferError> {
+        if !kernel.is_supported() {
+            return Err(InferError::UnsupportedKernel(kernel.name()));
+        }
+        let cfg = ck
+            .meta
+            .measure_vae_config()
+            .map_err(InferError::Checkpoint)?;
+        if cfg.vocab_size != VOCAB_SIZE {
+            return Err(InferError::Checkpoint(format!(
+                "vocab_size {} is not {VOCAB_SIZE}",
+                cfg.vocab_size
+            )));
+        }
+        // Every parameter of the contract must be there with its shape (and nothing else
+        // unexpected, no non-finite values): the checkpoint's own validation says what is wrong.
+        ck.validate().map_err(InferError::Checkpoint)?;
+        for (name, shape) in measure_vae_shapes(&cfg) {
+            tensor(ck, &name, &shape)?;
+        }
+        let (v, e, h, l, zd) = (
+            cfg.vocab_size,
+            cfg.embedding,
+            cfg.hidden,
+            cfg.layers,
+            cfg.latent,
+        );
+        let g = 3 * h;
+
+        // Encoder.
+        let emb = tensor(ck, "enc.embedding.weight", &[v, e])?;
+        let mut table: [Vec<f32>; 2] = [Vec::new(), Vec::new()];
+        let mut enc_layers = Vec::with_capacity(l);
+        for k in 0..l {
+            let input = if k == 0 { e } else { 2 * h };
+            let mut dirs = Vec::with_capacity(2);
+            for (d, suffix) in [format!("l{k}"), format!("l{k}_reverse")]
+                .iter()
+                .enumerate()
+            {
+                let raw = raw_gru(ck, "enc.rnn", suffix, input, h)?;
+                let dir = gru_dir(raw, input, h, k > 0);
+                if k == 0 {
+                    let mut t = Vec::with_capacity(v * g);
+                    for tok in 0..v {
+                        let p = project(raw.0, g, e, 0, &emb[tok * e..(tok + 1) * e]);
+                        t.extend(p.iter().zip(&dir.b_i).map(|(a, b)| a + b));
+                    }
+                    table[d] = t;
+                }
+                dirs.push(dir);
+            }
+            let [f, b]: [GruDir; 2] = dirs.try_into().expect("two directions");
+            enc_layers.push([f, b]);
+        }
+        let state = 2 * l * h;
+        let enc = EncoderWeights {
+            table,
+            layers: enc_layers,
+            mean: [
+                dense(ck, "enc.mean.0", state, cfg.head_hidden)?,
+                dense(ck, "enc.mean.2", cfg.head_hidden, zd)?,
+            ],
+            log_std: [
+                dense(ck, "enc.log_std.0", state, cfg.head_hidden)?,
+                dense(ck, "enc.log_std.2", cfg.head_hidden, zd)?,
+            ],
+        };
+
+        // Decoder.
+        let beat_input = tensor(ck, "dec.beat_input", &[1, 1])?;
+        let mut beat_layers = Vec::with_capacity(l);
+        let mut beat_gi0 = Vec::new();
+        for k in 0..l {
+            let input = if k == 0 { 1 } else { h };
+            let raw = raw_gru(ck, "dec.beat_rnn", &format!("l{k}"), input, h)?;
+            let dir = gru_dir(raw, input, h, k > 0);
+            if k == 0 {
+                let p = project(raw.0, g, 1, 0, beat_input);
+                beat_gi0 = p.iter().zip(&dir.b_i).map(|(a, b)| a + b).collect();
+            }
+            beat_layers.push(dir);
+        }
+        let demb = tensor(ck, "dec.embedding.weight", &[v, e])?;
+        let start = tensor(ck, "dec.start_input", &[e])?;
+        let mut tick_layers = Vec::with_capacity(l);
+        let mut token_table = Vec::with_capacity(v * g);
+        let mut start_gi = Vec::new();
+        let mut context = None;
+        for k in 0..l {
+            let input = if k == 0 { e + h } else { h };
+            let raw = raw_gru(ck, "dec.tick_rnn", &format!("l{k}"), input, h)?;
+            let dir = gru_dir(raw, input, h, k > 0);
+            if k == 0 {
+                for tok in 0..v {
+                    token_table.extend(project(raw.0, g, input, 0, &demb[tok * e..(tok + 1) * e]));
+                }
+                start_gi = project(raw.0, g, input, 0, start);
+                let w = Packed::new(raw.0, g, h, e, input);
+                context = Some(Dense {
+                    b: dir.b_i.clone(),
+                    w,
+                });
+            }
+            tick_layers.push(dir);
+        }
+        let context =
+            context.ok_or_else(|| InferError::Checkpoint("config has no GRU layers".into()))?;
+        let dec = DecoderWeights {
+            z_to_beat_hidden: dense(ck, "dec.z_to_beat_hidden", zd, l * h)?,
+            beat_gi0,
+            beat_layers,
+            beat_to_tick_hidden: dense(ck, "dec.beat_to_tick_hidden", h, l * h)?,
+            beat_to_tick_input: dense(ck, "dec.beat_to_tick_input", h, h)?,
+            token_table,
+            start_gi,
+            context,
+            tick_layers,
+            output: dense(ck, "dec.output", h, v)?,
+        };
+
+        let gp = round16(g);
+        let steps = TICKS_PER_MEASURE.max(BEATS_PER_MEASURE);
+        let s = Scratch {
+            h: vec![0.0; l * h],
+            gi: vec![0.0; gp],
+            gh: vec![0.0; gp],
+            seq: [vec![0.0; steps * 2 * h], vec![0.0; steps * 2 * h]],
+            gi_all: vec![0.0; steps * gp],
+            state: vec![0.0; round16(state)],
+            head: vec![0.0; round16(cfg.head_hidden)],
+            head_out: vec![0.0; round16(zd)],
+            beat_h0: vec![0.0; dec.z_to_beat_hidden.padded()],
+            tick_h0: vec![0.0; BEATS_PER_MEASURE * dec.beat_to_tick_hidden.padded()],
+            context: vec![0.0; BEATS_PER_MEASURE * dec.beat_to_tick_input.padded()],
+            context_gi: vec![0.0; BEATS_PER_MEASURE * gp],
+            logits: vec![0.0; dec.output.padded()],
+        };
+        Ok(InferModel {
+            cfg,
+            kernel,
+            enc,
+            dec,
+            s,
+        })
+    }
+
+    /// The model's config.
+    pub fn config(&self) -> &MeasureVaeConfig {
+        &self.cfg
+    }
+
+    /// Latent dimensions (the length of z, mean and log-std).
+    pub fn latent(&self) -> usize {
+        self.cfg.latent
+    }
+
+    /// The kernel variant in use.
+    pub fn kernel(&self) -> Kernel {
+        self.kernel
+    }
+
+    /// Greedy decoding of one measure from z (`latent()` values), without allocating.
+    pub fn decode(&mut self, z: &[f32], out: &mut Measure) -> Result<(), InferError> {
+        self.decode_with_logits(z, out, None)
+    }
+
+    /// [`decode`](Self::decode) that also writes the logits of every tick (24 x 132, after
+    /// the optional ReLU) to `logits` when given.
+    pub fn decode_with_logits(
+        &mut self,
+        z: &[f32],
+        out: &mut Measure,
+        logits: Option<&mut [f32]>,
+    ) -> Result<(), InferError> {
+        check_len("z", self.cfg.latent, z.len())?;
+        if let Some(l) = &logits {
+            check_len("logits", TICKS_PER_MEASURE * VOCAB_SIZE, l.len())?;
+        }
+        match self.kernel {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: the kernel was checked to be supported by this CPU at construction.
+            Kernel::Avx2Fma => unsafe { self.decode_avx2(z, out, logits) },
+            _ => self.decode_impl::<Portable>(z, out, logits),
+        }
+        Ok(())
+    }
+
+    /// Posterior mean and log-std (`latent()` values each) of a measure, without allocating.
+    pub fn encode(
+        &mut self,
+        m: &Measure,
+        mean: &mut [f32],
+        log_std: &mut [f32],
+    ) -> Result<(), InferError> {
+        check_len("mean", self.cfg.latent, mean.len())?;
+        check_len("log_std", self.cfg.latent, log_std.len())?;
+        if let Some((tick, &token)) =
+            m.0.iter()
+                .enumerate()
+                .find(|(_, &t)| t as usize >= VOCAB_SIZE)
+        {
+            return Err(InferError::Token { tick, token });
+        }
+        match self.kernel {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: the kernel was checked to be supported by this CPU at construction.
+            Kernel::Avx2Fma => unsafe { self.encode_avx2(m, mean, log_std) },
+            _ => self.encode_impl::<Portable>(m, mean, log_std),
+        }
+        Ok(())
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn decode_avx2(&mut self, z: &[f32], out: &mut Measure, logits: Option<&mut [f32]>) {
+        self.decode_impl::<kernels::Avx2Fma>(z, out, logits)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn encode_avx2(&mut self, m: &Measure, mean: &mut [f32], log_std: &mut [f32]) {
+        self.encode_impl::<kernels::Avx2Fma>(m, mean, log_std)
+    }
+
+    #[inline(always)]
+    fn decode_impl<I: Isa>(
+        &mut self,
+        z: &[f32],
+        out: &mut Measure,
+        mut logits_out: Option<&mut [f32]>,
+    ) {
+        let (h, l, v) = (self.cfg.hidden, self.cfg.layers, VOCAB_SIZE);
+        let g = 3 * h;
+        let gp = round16(g);
+        let relu = self.cfg.logit_relu;
+        let d = &self.dec;
+        let s = &mut self.s;
+
+        // Beat GRU: hidden from z, then layer by layer over the 4 beats (no dropout, so
+        // layer-major order equals step-major order); the constant input's gates are fixed.
+        I::matvec(
+            &d.z_to_beat_hidden.w,
+            &d.z_to_beat_hidden.b,
+            z,
+            &mut s.beat_h0,
+        );
+        selu_in_place(&mut s.beat_h0[..l * h]);
+        let beats = BEATS_PER_MEASURE;
+        for (k, dir) in d.beat_layers.iter().enumerate() {
+            let (prev, cur) = split_pair(&mut s.seq, k % 2);
+            if let Some(w_ih) = &dir.w_ih {
+                I::matmul(w_ih, &dir.b_i, prev, h, beats, &mut s.gi_all, gp);
+            }
+            let hk = &mut s.h[..h];
+            hk.copy_from_slice(&s.beat_h0[k * h..(k + 1) * h]);
+            for t in 0..beats {
+                let gi = if k == 0 {
+                    &d.beat_gi0[..]
+                } else {
+                    &s.gi_all[t * gp..t * gp + g]
+                };
+                I::matvec(&dir.w_hh, &dir.b_h, hk, &mut s.gh);
+                gru_update(hk, gi, &s.gh);
+                cur[t * h..(t + 1) * h].copy_from_slice(hk);
+            }
+        }
+        let beat_out = &s.seq[(l - 1) % 2];
+
+        // Per beat, at once: the tick GRU's initial hidden, the context and its gate share.
+        let (tp, cp) = (
+            d.beat_to_tick_hidden.padded(),
+            d.beat_to_tick_input.padded(),
+        );
+        I::matmul(
+            &d.beat_to_tick_hidden.w,
+            &d.beat_to_tick_hidden.b,
+            beat_out,
+            h,
+            beats,
+            &mut s.tick_h0,
+            tp,
+        );
+        I::matmul(
+            &d.beat_to_tick_input.w,
+            &d.beat_to_tick_input.b,
+            beat_out,
+            h,
+            beats,
+            &mut s.context,
+            cp,
+        );
+        for b in 0..beats {
+            selu_in_place(&mut s.tick_h0[b * tp..b * tp + l * h]);
+            selu_in_place(&mut s.context[b * cp..b * cp + h]);
+        }
+        I::matmul(
+            &d.context.w,
+            &d.context.b,
+            &s.context,
+            cp,
+            beats,
+            &mut s.context_gi,
+            gp,
+        );
+
+        // Tick GRU, greedy: the previous token carries across beats.
+        let mut prev: Option<usize> = None;
+        for b in 0..beats {
+            s.h[..l * h].copy_from_slice(&s.tick_h0[b * tp..b * tp + l * h]);
+            let ctx = &s.context_gi[b * gp..b * gp + g];
+            for tick in 0..TICKS_PER_BEAT {
+                let t = b * TICKS_PER_BEAT + tick;
+                let tok = match prev {
+                    None => &d.start_gi[..],
+                    Some(p) => &d.token_table[p * g..(p + 1) * g],
+                };
+                for ((gi, c), e) in s.gi[..g].iter_mut().zip(ctx).zip(tok) {
+                    *gi = c + e;
+                }
+                for (k, dir) in d.tick_layers.iter().enumerate() {
+                    let (below, hk) = s.h.split_at_mut(k * h);
+                    let hk = &mut hk[..h];
+                    if let Some(w_ih) = &dir.w_ih {
+                        I::matvec(w_ih, &dir.b_i, &below[(k - 1) * h..], &mut s.gi);
+                    }
+                    I::matvec(&dir.w_hh, &dir.b_h, hk, &mut s.gh);
+                    gru_update(hk, &s.gi[..g], &s.gh);
+                }
+                I::matvec(
+                    &d.output.w,
+                    &d.output.b,
+                    &s.h[(l - 1) * h..l * h],
+                    &mut s.logits,
+                );
+                let logits = &mut s.logits[..v];
+                if relu {
+                    for x in logits.iter_mut() {
+                        *x = x.max(0.0);
+                    }
+                }
+                let best = argmax(logits);
+                out.0[t] = best as u8;
+                prev = Some(best);
+                if let Some(lo) = logits_out.as_deref_mut() {
+                    lo[t * v..(t + 1) * v].copy_from_slice(logits);
+                }
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn encode_impl<I: Isa>(&mut self, m: &Measure, mean: &mut [f32], log_std: &mut [f32]) {
+        let h = self.cfg.hidden;
+        let g = 3 * h;
+        let gp = round16(g);
+        let steps = TICKS_PER_MEASURE;
+        let e = &self.enc;
+        let s = &mut self.s;
+        for (k, layer) in e.layers.iter().enumerate() {
+            let (prev, cur) = split_pair(&mut s.seq, k % 2);
+            for (dir_i, dir) in layer.iter().enumerate() {
+                if let Some(w_ih) = &dir.w_ih {
+                    I::matmul(w_ih, &dir.b_i, prev, 2 * h, steps, &mut s.gi_all, gp);
+                }
+                let hk = &mut s.h[..h];
+                hk.fill(0.0);
+                for i in 0..steps {
+                    let t = if dir_i == 0 { i } else { steps - 1 - i };
+                    let gi = if k == 0 {
+                        let tok = m.0[t] as usize;
+                        &e.table[dir_i][tok * g..(tok + 1) * g]
+                    } else {
+                        &s.gi_all[t * gp..t * gp + g]
+                    };
+                    I::matvec(&dir.w_hh, &dir.b_h, hk, &mut s.gh);
+                    gru_update(hk, gi, &s.gh);
+                    cur[t * 2 * h + dir_i * h..t * 2 * h + (dir_i + 1) * h].copy_from_slice(hk);
+                }
+                // h_n order: l0-fwd, l0-bwd, l1-fwd, l1-bwd.
+                s.state[(2 * k + dir_i) * h..(2 * k + dir_i + 1) * h].copy_from_slice(hk);
+            }
+        }
+        let latent = self.cfg.latent;
+        for (head, dst) in [(&e.mean, mean), (&e.log_std, log_std)] {
+            I::matvec(&head[0].w, &head[0].b, &s.state, &mut s.head);
+            selu_in_place(&mut s.head[..head[0].w.rows()]);
+            I::matvec(&head[1].w, &head[1].b, &s.head, &mut s.head_out);
+            dst.copy_from_slice(&s.head_out[..latent]);
+        }
+    }
+}
+
+/// (input of layer k, output of layer k) from a ping-pong pair.
+#[inline(always)]
+fn split_pair(pair: &mut [Vec<f32>; 2], k_parity: usize) -> (&[f32], &mut [f32]) {
+    let [a, b] = pair;
+    if k_parity == 0 {
+        (b, a)
+    } else {
+        (a, b)
+    }
+}
+
+fn check_len(what: &'static str, expected: usize, got: usize) -> Result<(), InferError> {
+    if expected == got {
+        Ok(())
+    } else {
+        Err(InferError::Length {
+            what,
+            expected,
+            got,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;
