@@ -123,6 +123,8 @@ def main():
     z, a, names = load_npz(args.npz)
     with open(args.report) as f:
         rep = json.load(f)
+    if "metrics" in rep:  # `arvae-trainer eval --json` wraps the report with the accuracy
+        rep = rep["metrics"]
     n, dims = z.shape
     k = a.shape[1]
     assert (rep["n_samples"], rep["n_dims"], rep["n_attributes"]) == (n, dims, k), "report/npz shape mismatch"

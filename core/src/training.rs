@@ -2,9 +2,13 @@
 //! checkpoints after every epoch (`model.safetensors` with the optimizer state for `--resume`,
 //! `best.safetensors` by validation loss), attribute calibration, and latent extraction.
 
-use crate::checkpoint::{Calibration, Checkpoint, CheckpointMeta, DatasetInfo, TrainState, AttributeDim};
+use crate::checkpoint::{
+    AttributeDim, Calibration, Checkpoint, CheckpointMeta, DatasetInfo, TrainState,
+};
 use crate::data::{Dataset, Split};
-use crate::model::{eval_step, teacher_forcing_coin, train_step, Adam, AdamConfig, Batch, LossConfig, LossValues};
+use crate::model::{
+    eval_step, teacher_forcing_coin, train_step, Adam, AdamConfig, Batch, LossConfig, LossValues,
+};
 use crate::model::{MeasureVae, MeasureVaeConfig, RegularizedDim};
 use crate::music::attributes::Attribute;
 use crate::music::Measure;
@@ -69,7 +73,11 @@ impl TrainConfig {
             delta: 10.0,
             seed: 0,
             latent: 32,
-            attributes: if model == ModelKind::ArVae { Attribute::ALL.to_vec() } else { Vec::new() },
+            attributes: if model == ModelKind::ArVae {
+                Attribute::ALL.to_vec()
+            } else {
+                Vec::new()
+            },
             max_train_measures: None,
             max_val_measures: Some(8192),
         }
@@ -78,7 +86,12 @@ impl TrainConfig {
     /// The demo's settings: the paper's losses, but batch 64 and lr 1e-3 so the synthetic set
     /// trains in minutes on two cores.
     pub fn demo(model: ModelKind, epochs: usize) -> Self {
-        TrainConfig { epochs, batch: 64, lr: 1e-3, ..Self::music(model) }
+        TrainConfig {
+            epochs,
+            batch: 64,
+            lr: 1e-3,
+            ..Self::music(model)
+        }
     }
 
     /// The loss settings.
@@ -86,14 +99,21 @@ impl TrainConfig {
         let regularized = if self.model == ModelKind::ArVae {
             self.attributes
                 .iter()
-                .map(|a| RegularizedDim { attribute: a.index(), latent_dim: a.index() })
+                .map(|a| RegularizedDim {
+                    attribute: a.index(),
+                    latent_dim: a.index(),
+                })
                 .collect()
         } else {
             Vec::new()
         };
         LossConfig {
             beta: self.beta,
-            gamma: if self.model == ModelKind::ArVae { self.gamma } else { 0.0 },
+            gamma: if self.model == ModelKind::ArVae {
+                self.gamma
+            } else {
+                0.0
+            },
             delta: self.delta,
             regularized,
         }
@@ -101,7 +121,10 @@ impl TrainConfig {
 
     /// The model sizes.
     pub fn model_config(&self) -> MeasureVaeConfig {
-        MeasureVaeConfig { latent: self.latent, ..MeasureVaeConfig::default() }
+        MeasureVaeConfig {
+            latent: self.latent,
+            ..MeasureVaeConfig::default()
+        }
     }
 }
 
@@ -163,7 +186,10 @@ struct Mean {
 impl Mean {
     fn add(&mut self, v: &LossValues) {
         if self.n == 0 {
-            self.sum = LossValues { ar: vec![0.0; v.ar.len()], ..Default::default() };
+            self.sum = LossValues {
+                ar: vec![0.0; v.ar.len()],
+                ..Default::default()
+            };
         }
         self.sum.total += v.total;
         self.sum.reconstruction += v.reconstruction;
@@ -211,7 +237,11 @@ fn batches_of(indices: &[usize], batch: usize) -> Vec<&[usize]> {
     // drop_last as the reference, but never drop everything.
     let full = indices.len() / batch;
     if full == 0 {
-        return if indices.is_empty() { vec![] } else { vec![indices] };
+        return if indices.is_empty() {
+            vec![]
+        } else {
+            vec![indices]
+        };
     }
     indices.chunks_exact(batch).take(full).collect()
 }
@@ -252,7 +282,11 @@ pub fn latents(
         let b = Batch::from_measures(chunk, model.device())?;
         let (mu, log_std) = model.encode(&b.tokens, None)?;
         let z = model.sample(&mu, &log_std, &mut rng)?;
-        means.extend(mu.flatten_all()?.to_device(&Device::Cpu)?.to_vec1::<f32>()?);
+        means.extend(
+            mu.flatten_all()?
+                .to_device(&Device::Cpu)?
+                .to_vec1::<f32>()?,
+        );
         samples.extend(z.flatten_all()?.to_device(&Device::Cpu)?.to_vec1::<f32>()?);
     }
     Ok((means, samples))
@@ -291,7 +325,11 @@ pub fn calibrate(
                     (q(&z, p), q(&v, p))
                 })
                 .collect();
-            Calibration { attribute: a.name().to_string(), latent_dim: l, points }
+            Calibration {
+                attribute: a.name().to_string(),
+                latent_dim: l,
+                points,
+            }
         })
         .collect())
 }
@@ -321,14 +359,22 @@ pub fn latent_for(cal: &Calibration, target: f32) -> f32 {
 }
 
 fn io_err(path: &Path, e: impl std::fmt::Display) -> TrainError {
-    TrainError::Io { path: path.to_path_buf(), message: e.to_string() }
+    TrainError::Io {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
 }
 
 fn csv_header(cfg: &TrainConfig) -> String {
     let mut cols = vec!["epoch".to_string()];
     for split in ["train", "val"] {
         cols.extend(["loss", "recon", "kl", "acc"].map(|c| format!("{split}_{c}")));
-        cols.extend(cfg.attributes.iter().filter(|_| cfg.model == ModelKind::ArVae).map(|a| format!("{split}_ar_{}", a.name())));
+        cols.extend(
+            cfg.attributes
+                .iter()
+                .filter(|_| cfg.model == ModelKind::ArVae)
+                .map(|a| format!("{split}_ar_{}", a.name())),
+        );
     }
     cols.extend(["measures_per_s", "seconds"].map(String::from));
     cols.join(",")
@@ -374,20 +420,29 @@ pub fn train(
     obs: &dyn TrainObserver,
 ) -> Result<TrainOutcome, TrainError> {
     if cfg.batch == 0 || cfg.epochs == 0 {
-        return Err(TrainError::Config("batch and epochs must be at least 1".into()));
+        return Err(TrainError::Config(
+            "batch and epochs must be at least 1".into(),
+        ));
     }
     if cfg.model == ModelKind::ArVae && cfg.attributes.is_empty() {
-        return Err(TrainError::Config("an AR-VAE needs at least one regularized attribute".into()));
+        return Err(TrainError::Config(
+            "an AR-VAE needs at least one regularized attribute".into(),
+        ));
     }
     if cfg.latent < 4 {
-        return Err(TrainError::Config("the latent size must be at least 4 (one dimension per attribute)".into()));
+        return Err(TrainError::Config(
+            "the latent size must be at least 4 (one dimension per attribute)".into(),
+        ));
     }
     let paths = RunPaths::new(out);
     std::fs::create_dir_all(out).map_err(|e| io_err(out, e))?;
     let mut train_idx = ds.indices(Split::Train);
     let mut val_idx = ds.indices(Split::Val);
     if train_idx.is_empty() {
-        return Err(TrainError::Config(format!("dataset {} has no training measures", ds.header.collection)));
+        return Err(TrainError::Config(format!(
+            "dataset {} has no training measures",
+            ds.header.collection
+        )));
     }
     if val_idx.is_empty() {
         // Tiny datasets: validate on the test split, else on training data.
@@ -413,14 +468,24 @@ pub fn train(
         .attributes
         .iter()
         .filter(|_| cfg.model == ModelKind::ArVae)
-        .map(|a| AttributeDim { name: a.name().into(), latent_dim: a.index() })
+        .map(|a| AttributeDim {
+            name: a.name().into(),
+            latent_dim: a.index(),
+        })
         .collect();
 
     let (model, mut adam, mut history, mut best) = if resume && paths.model.is_file() {
         let ck = Checkpoint::load(&paths.model)?;
-        let prev: TrainingMeta = serde_json::from_value(ck.meta.training.clone())
-            .map_err(|e| TrainError::Config(format!("{}: no usable training record: {e}", paths.model.display())))?;
-        let same = TrainConfig { epochs: cfg.epochs, ..prev.config.clone() } == *cfg;
+        let prev: TrainingMeta = serde_json::from_value(ck.meta.training.clone()).map_err(|e| {
+            TrainError::Config(format!(
+                "{}: no usable training record: {e}",
+                paths.model.display()
+            ))
+        })?;
+        let same = TrainConfig {
+            epochs: cfg.epochs,
+            ..prev.config.clone()
+        } == *cfg;
         if !same {
             return Err(TrainError::Config(format!(
                 "{}: was trained with other settings ({}); resume with the same flags or use another --out",
@@ -436,10 +501,19 @@ pub fn train(
             )));
         }
         let state = ck.meta.train_state.clone().ok_or_else(|| {
-            TrainError::Config(format!("{}: has no optimizer state to resume from", paths.model.display()))
+            TrainError::Config(format!(
+                "{}: has no optimizer state to resume from",
+                paths.model.display()
+            ))
         })?;
         let model = MeasureVae::from_checkpoint(&ck, device)?;
-        let mut adam = Adam::new(model.named_vars(), AdamConfig { lr: cfg.lr, ..AdamConfig::default() })?;
+        let mut adam = Adam::new(
+            model.named_vars(),
+            AdamConfig {
+                lr: cfg.lr,
+                ..AdamConfig::default()
+            },
+        )?;
         adam.load_state(state.optimizer_step, &ck.tensors)?;
         (model, adam, prev.history, prev.best_val_loss)
     } else {
@@ -450,7 +524,13 @@ pub fn train(
             )));
         }
         let model = MeasureVae::new(&cfg.model_config(), cfg.seed, device)?;
-        let adam = Adam::new(model.named_vars(), AdamConfig { lr: cfg.lr, ..AdamConfig::default() })?;
+        let adam = Adam::new(
+            model.named_vars(),
+            AdamConfig {
+                lr: cfg.lr,
+                ..AdamConfig::default()
+            },
+        )?;
         let mut log = std::fs::File::create(&paths.log).map_err(|e| io_err(&paths.log, e))?;
         writeln!(log, "{}", csv_header(cfg)).map_err(|e| io_err(&paths.log, e))?;
         (model, adam, Vec::new(), None)
@@ -463,10 +543,13 @@ pub fn train(
     let start_epoch = history.len();
     for epoch in start_epoch..cfg.epochs {
         let t0 = Instant::now();
-        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64));
+        let mut rng =
+            ChaCha8Rng::seed_from_u64(cfg.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64));
         train_idx.sort_unstable();
         train_idx.shuffle(&mut rng);
-        let used = cfg.max_train_measures.map_or(train_idx.len(), |m| m.min(train_idx.len()));
+        let used = cfg
+            .max_train_measures
+            .map_or(train_idx.len(), |m| m.min(train_idx.len()));
         let batches = batches_of(&train_idx[..used], cfg.batch);
         obs.epoch_start(epoch + 1, batches.len());
         let mut mean = Mean::default();
@@ -503,9 +586,19 @@ pub fn train(
         history.push(summary.clone());
 
         let mut m = meta.clone();
-        m.calibration = calibrate(&model, ds, &calib_idx, &cfg.attributes_for_calibration(), 512)?;
-        m.training = serde_json::to_value(TrainingMeta { config: cfg.clone(), history: history.clone(), best_val_loss: best })
-            .expect("training meta serializes");
+        m.calibration = calibrate(
+            &model,
+            ds,
+            &calib_idx,
+            &cfg.attributes_for_calibration(),
+            512,
+        )?;
+        m.training = serde_json::to_value(TrainingMeta {
+            config: cfg.clone(),
+            history: history.clone(),
+            best_val_loss: best,
+        })
+        .expect("training meta serializes");
         m.train_state = Some(TrainState {
             epoch: (epoch + 1) as u32,
             step: adam.step_count(),
@@ -520,11 +613,18 @@ pub fn train(
         }
         ck.tensors.extend(adam.state_tensors()?);
         ck.save_atomic(&paths.model)?;
-        let mut log = std::fs::OpenOptions::new().append(true).open(&paths.log).map_err(|e| io_err(&paths.log, e))?;
+        let mut log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&paths.log)
+            .map_err(|e| io_err(&paths.log, e))?;
         writeln!(log, "{}", csv_row(&summary)).map_err(|e| io_err(&paths.log, e))?;
         obs.epoch_end(&summary);
     }
-    Ok(TrainOutcome { model, history, paths })
+    Ok(TrainOutcome {
+        model,
+        history,
+        paths,
+    })
 }
 
 impl TrainConfig {
@@ -545,7 +645,10 @@ pub fn decode(model: &MeasureVae, z: &[f32]) -> Result<Vec<Measure>, TrainError>
         return Ok(Vec::new());
     }
     let zt = Tensor::from_slice(z, (n, d), &Device::Cpu)?.to_device(model.device())?;
-    let tokens = model.generate(&zt)?.to_device(&Device::Cpu)?.to_vec2::<u32>()?;
+    let tokens = model
+        .generate(&zt)?
+        .to_device(&Device::Cpu)?
+        .to_vec2::<u32>()?;
     Ok(tokens
         .iter()
         .map(|row| {
@@ -556,23 +659,35 @@ pub fn decode(model: &MeasureVae, z: &[f32]) -> Result<Vec<Measure>, TrainError>
 }
 
 /// Spearman rho between each regularized dimension and its attribute on the validation split,
-/// with sampled z as the reference's metrics; for a model without regularized dimensions, the
-/// best |rho| over all dimensions.
-pub fn attribute_order(model: &MeasureVae, ds: &Dataset, regularized: &[Attribute]) -> Result<Vec<(Attribute, usize, f64)>, TrainError> {
+/// on the posterior means (the encoding itself, without the sampling noise the metrics of
+/// `eval` include); for an attribute without a regularized dimension, the best |rho| over all
+/// dimensions.
+pub fn attribute_order(
+    model: &MeasureVae,
+    ds: &Dataset,
+    regularized: &[Attribute],
+) -> Result<Vec<(Attribute, usize, f64)>, TrainError> {
     let idx = ds.indices(Split::Val);
     let ms: Vec<Measure> = idx.iter().map(|&i| ds.measures[i]).collect();
-    let (_, z) = latents(model, &ms, 512, 7)?;
+    let (z, _) = latents(model, &ms, 512, 7)?;
     let d = model.config().latent;
     let col = |j: usize| -> Vec<f64> { (0..ms.len()).map(|i| z[i * d + j] as f64).collect() };
     Ok(Attribute::ALL
         .iter()
         .map(|&a| {
-            let attr: Vec<f64> = idx.iter().map(|&i| ds.attributes[i][a.index()] as f64).collect();
-            let rho = |j: usize| crate::metrics::stats::spearman(&col(j), &attr).map_or(0.0, |(r, _)| r);
+            let attr: Vec<f64> = idx
+                .iter()
+                .map(|&i| ds.attributes[i][a.index()] as f64)
+                .collect();
+            let rho =
+                |j: usize| crate::metrics::stats::spearman(&col(j), &attr).map_or(0.0, |(r, _)| r);
             if regularized.contains(&a) {
                 (a, a.index(), rho(a.index()))
             } else {
-                (0..d).map(|j| (a, j, rho(j))).max_by(|x, y| x.2.abs().total_cmp(&y.2.abs())).unwrap()
+                (0..d)
+                    .map(|j| (a, j, rho(j)))
+                    .max_by(|x, y| x.2.abs().total_cmp(&y.2.abs()))
+                    .unwrap()
             }
         })
         .collect())
@@ -587,7 +702,13 @@ mod tests {
         let cal = Calibration {
             attribute: "note_density".into(),
             latent_dim: 2,
-            points: vec![(-2.0, 0.0), (-1.0, 0.0), (0.0, 0.25), (1.0, 0.5), (2.0, 0.5)],
+            points: vec![
+                (-2.0, 0.0),
+                (-1.0, 0.0),
+                (0.0, 0.25),
+                (1.0, 0.5),
+                (2.0, 0.5),
+            ],
         };
         assert_eq!(latent_for(&cal, 0.125), -0.5);
         assert_eq!(latent_for(&cal, 0.25), 0.0);

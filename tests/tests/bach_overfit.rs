@@ -4,7 +4,9 @@
 use arvae_core::data::build::{build, BuildOptions, Collection, Silent};
 use arvae_core::data::corpus::wheel_for_tests;
 use arvae_core::data::Split;
-use arvae_core::model::{eval_step, train_step, Adam, AdamConfig, Batch, LossConfig, MeasureVae, MeasureVaeConfig};
+use arvae_core::model::{
+    eval_step, train_step, Adam, AdamConfig, Batch, LossConfig, MeasureVae, MeasureVaeConfig,
+};
 use arvae_core::music::Measure;
 use candle_core::Device;
 use rand::SeedableRng;
@@ -12,8 +14,15 @@ use std::collections::HashSet;
 
 #[test]
 fn overfits_64_real_bach_measures() {
-    let Some(wheel) = wheel_for_tests() else { return };
-    let opts = BuildOptions { collection: Collection::Bach, corpus: Some(wheel), transpose: false, ..Default::default() };
+    let Some(wheel) = wheel_for_tests() else {
+        return;
+    };
+    let opts = BuildOptions {
+        collection: Collection::Bach,
+        corpus: Some(wheel),
+        transpose: false,
+        ..Default::default()
+    };
     let ds = build(&opts, &Silent).unwrap();
     // 64 distinct measures with at least two notes, from the training split, spread over pieces.
     let mut seen = HashSet::new();
@@ -28,7 +37,14 @@ fn overfits_64_real_bach_measures() {
     assert_eq!(measures.len(), 64);
     let device = Device::Cpu;
     let model = MeasureVae::new(&MeasureVaeConfig::default(), 0, &device).unwrap();
-    let mut adam = Adam::new(model.named_vars(), AdamConfig { lr: 3e-3, ..AdamConfig::default() }).unwrap();
+    let mut adam = Adam::new(
+        model.named_vars(),
+        AdamConfig {
+            lr: 3e-3,
+            ..AdamConfig::default()
+        },
+    )
+    .unwrap();
     let batch = Batch::from_measures(&measures, &device).unwrap();
     let loss = LossConfig::ar_vae_music();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);

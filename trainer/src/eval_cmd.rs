@@ -120,11 +120,23 @@ pub fn evaluate(
     let (means, samples) = training::latents(model, &ms, 256, seed)?;
     let d = model.config().latent;
     let n = ms.len();
-    let attrs: Vec<f64> = idx.iter().flat_map(|&i| ds.attributes[i].map(|x| x as f64)).collect();
-    let names: Vec<String> = Attribute::ALL.iter().map(|a| a.name().to_string()).collect();
+    let attrs: Vec<f64> = idx
+        .iter()
+        .flat_map(|&i| ds.attributes[i].map(|x| x as f64))
+        .collect();
+    let names: Vec<String> = Attribute::ALL
+        .iter()
+        .map(|a| a.name().to_string())
+        .collect();
     let regularized: Vec<Option<usize>> = Attribute::ALL
         .iter()
-        .map(|a| ck.meta.attributes.iter().find(|x| x.name == a.name()).map(|x| x.latent_dim))
+        .map(|a| {
+            ck.meta
+                .attributes
+                .iter()
+                .find(|x| x.name == a.name())
+                .map(|x| x.latent_dim)
+        })
         .collect();
     let data = MetricsData {
         z: Matrix::from_f32(n, d, &samples)?,
@@ -136,8 +148,22 @@ pub fn evaluate(
     if let Some(p) = latents_out {
         data.write_npz(p, true)?;
     }
-    let metrics = compute_metrics(&data.z, &data.attributes, &data.names, &data.regularized, &MetricsConfig { n_neighbors: 3, seed })?;
-    let loss = LossConfig { beta: 0.0, gamma: 0.0, delta: 10.0, regularized: Vec::new() };
+    let metrics = compute_metrics(
+        &data.z,
+        &data.attributes,
+        &data.names,
+        &data.regularized,
+        &MetricsConfig {
+            n_neighbors: 3,
+            seed,
+        },
+    )?;
+    let loss = LossConfig {
+        beta: 0.0,
+        gamma: 0.0,
+        delta: 10.0,
+        regularized: Vec::new(),
+    };
     let recon = training::evaluate(model, ds, &idx, &loss, 256, seed)?;
     Ok(Evaluation {
         dataset: ds.header.collection.clone(),
@@ -150,7 +176,12 @@ pub fn evaluate(
 
 pub fn print_evaluation(e: &Evaluation) {
     print!("{}", e.metrics.to_table());
-    println!("reconstruction accuracy {:.2}% ({} split of {})", 100.0 * e.reconstruction_accuracy, e.split, e.dataset);
+    println!(
+        "reconstruction accuracy {:.2}% ({} split of {})",
+        100.0 * e.reconstruction_accuracy,
+        e.split,
+        e.dataset
+    );
 }
 
 pub fn eval(a: EvalArgs) -> Result<()> {
@@ -159,14 +190,26 @@ pub fn eval(a: EvalArgs) -> Result<()> {
     check_compatible(&ck, &a.checkpoint, &ds, &a.data)?;
     let model = MeasureVae::from_checkpoint(&ck, &Device::Cpu)
         .with_context(|| format!("{}: cannot build the model", a.checkpoint.display()))?;
-    let e = evaluate(&ck, &model, &ds, a.split, a.max_measures, a.seed, a.latents.as_deref())?;
+    let e = evaluate(
+        &ck,
+        &model,
+        &ds,
+        a.split,
+        a.max_measures,
+        a.seed,
+        a.latents.as_deref(),
+    )?;
     print_evaluation(&e);
     if let Some(p) = &a.json {
-        std::fs::write(p, serde_json::to_string_pretty(&e)?).with_context(|| format!("cannot write {}", p.display()))?;
+        std::fs::write(p, serde_json::to_string_pretty(&e)?)
+            .with_context(|| format!("cannot write {}", p.display()))?;
         println!("wrote {}", p.display());
     }
     if let Some(p) = &a.latents {
-        println!("wrote {} (z, z_mean, attributes, attribute_names, regularized_dims)", p.display());
+        println!(
+            "wrote {} (z, z_mean, attributes, attribute_names, regularized_dims)",
+            p.display()
+        );
     }
     Ok(())
 }
@@ -176,7 +219,11 @@ pub fn record_evaluation(run: &Path, ds: &Dataset, max: usize) -> Result<Evaluat
     let model_path = run.join("model.safetensors");
     let ck = Checkpoint::load(&model_path)?;
     let model = MeasureVae::from_checkpoint(&ck, &Device::Cpu)?;
-    let split = if ds.count(Split::Test) > 0 { Split::Test } else { Split::Train };
+    let split = if ds.count(Split::Test) > 0 {
+        Split::Test
+    } else {
+        Split::Train
+    };
     let e = evaluate(&ck, &model, ds, split, max, 0, None)?;
     let value = serde_json::to_value(&e)?;
     for name in ["model.safetensors", "best.safetensors"] {
@@ -208,9 +255,17 @@ pub fn compare(a: CompareArgs) -> Result<()> {
     let mut rows: Vec<(String, String, Evaluation)> = Vec::new();
     for path in &a.checkpoints {
         let ck = Checkpoint::load(path)?;
-        let kind = if ck.meta.attributes.is_empty() { "beta-vae" } else { "ar-vae" }.to_string();
-        let stored: Option<Evaluation> =
-            ck.meta.evaluation.clone().and_then(|v| serde_json::from_value(v).ok());
+        let kind = if ck.meta.attributes.is_empty() {
+            "beta-vae"
+        } else {
+            "ar-vae"
+        }
+        .to_string();
+        let stored: Option<Evaluation> = ck
+            .meta
+            .evaluation
+            .clone()
+            .and_then(|v| serde_json::from_value(v).ok());
         let e = match (stored, &ds) {
             (Some(e), Some((d, _))) if !a.recompute && e.dataset_hash == d.header.content_hash => e,
             (Some(e), None) if !a.recompute => e,
@@ -219,11 +274,15 @@ pub fn compare(a: CompareArgs) -> Result<()> {
                 let model = MeasureVae::from_checkpoint(&ck, &Device::Cpu)?;
                 evaluate(&ck, &model, d, a.split, REFERENCE_MAX_POINTS, 0, None)?
             }
-            (_, None) => bail!("{}: has no stored evaluation; pass --data to evaluate it", path.display()),
+            (_, None) => bail!(
+                "{}: has no stored evaluation; pass --data to evaluate it",
+                path.display()
+            ),
         };
         rows.push((path.display().to_string(), kind, e));
     }
-    let datasets: std::collections::BTreeSet<&str> = rows.iter().map(|r| r.2.dataset_hash.as_str()).collect();
+    let datasets: std::collections::BTreeSet<&str> =
+        rows.iter().map(|r| r.2.dataset_hash.as_str()).collect();
     if datasets.len() > 1 {
         bail!("the checkpoints were evaluated on different datasets; pass --data (and --recompute) to compare them on one");
     }
@@ -235,9 +294,15 @@ pub fn compare(a: CompareArgs) -> Result<()> {
         ("modularity", |e| e.metrics.modularity),
         ("recon_accuracy", |e| e.reconstruction_accuracy),
     ];
-    println!("{:<60} {:<9} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7}", "checkpoint", "model", "interp", "MIG", "SAP", "SCC", "modul", "recon");
+    println!(
+        "{:<60} {:<9} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7}",
+        "checkpoint", "model", "interp", "MIG", "SAP", "SCC", "modul", "recon"
+    );
     for (p, k, e) in &rows {
-        let v: Vec<String> = metrics.iter().map(|(_, f)| format!("{:>7.3}", f(e))).collect();
+        let v: Vec<String> = metrics
+            .iter()
+            .map(|(_, f)| format!("{:>7.3}", f(e)))
+            .collect();
         println!("{p:<60} {k:<9} {}", v.join(" "));
     }
     println!("\nmedian [25%, 75%] per model:");
@@ -252,15 +317,22 @@ pub fn compare(a: CompareArgs) -> Result<()> {
         for (name, f) in metrics {
             let (q1, med, q3) = quartiles(group.iter().map(|e| f(e)).collect());
             line += &format!("  {name} {med:.3} [{q1:.3}, {q3:.3}]");
-            obj.insert(name.into(), serde_json::json!({"q1": q1, "median": med, "q3": q3}));
+            obj.insert(
+                name.into(),
+                serde_json::json!({"q1": q1, "median": med, "q3": q3}),
+            );
         }
         println!("{line}");
         summary.insert(kind.into(), serde_json::Value::Object(obj));
     }
     if let Some(p) = &a.json {
-        let rows_json: Vec<_> = rows.iter().map(|(p, k, e)| serde_json::json!({"checkpoint": p, "model": k, "evaluation": e})).collect();
+        let rows_json: Vec<_> = rows
+            .iter()
+            .map(|(p, k, e)| serde_json::json!({"checkpoint": p, "model": k, "evaluation": e}))
+            .collect();
         let v = serde_json::json!({"runs": rows_json, "summary": summary});
-        std::fs::write(p, serde_json::to_string_pretty(&v)?).with_context(|| format!("cannot write {}", p.display()))?;
+        std::fs::write(p, serde_json::to_string_pretty(&v)?)
+            .with_context(|| format!("cannot write {}", p.display()))?;
     }
     Ok(())
 }

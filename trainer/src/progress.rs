@@ -15,7 +15,11 @@ pub struct BarProgress {
 
 impl BarProgress {
     pub fn new(quiet_skips: bool) -> Self {
-        BarProgress { bar: Mutex::new(None), quiet_skips, skipped: AtomicUsize::new(0) }
+        BarProgress {
+            bar: Mutex::new(None),
+            quiet_skips,
+            skipped: AtomicUsize::new(0),
+        }
     }
 
     fn println(&self, line: &str) {
@@ -41,7 +45,9 @@ pub fn style() -> ProgressStyle {
 
 impl Progress for BarProgress {
     fn start(&self, total: usize, what: &str) {
-        let b = ProgressBar::new(total as u64).with_style(style()).with_message(what.to_string());
+        let b = ProgressBar::new(total as u64)
+            .with_style(style())
+            .with_message(what.to_string());
         if let Some(old) = self.bar.lock().unwrap().replace(b) {
             old.finish_and_clear();
         }

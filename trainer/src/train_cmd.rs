@@ -131,7 +131,9 @@ pub fn device(d: DeviceArg) -> Result<Device> {
         DeviceArg::Cpu => Ok(Device::Cpu),
         DeviceArg::Cuda => {
             if !cfg!(feature = "cuda") {
-                bail!("this build has no CUDA support: rebuild with `--features cuda` (needs nvcc)");
+                bail!(
+                    "this build has no CUDA support: rebuild with `--features cuda` (needs nvcc)"
+                );
             }
             Device::new_cuda(0).context("cannot open CUDA device 0")
         }
@@ -145,7 +147,13 @@ struct BarObserver {
 }
 
 fn loss_line(v: &LossValues, attrs: &[Attribute]) -> String {
-    let mut s = format!("loss {:.3} rec {:.3} kl {:.2} acc {:.1}%", v.total, v.reconstruction, v.kl, 100.0 * v.accuracy);
+    let mut s = format!(
+        "loss {:.3} rec {:.3} kl {:.2} acc {:.1}%",
+        v.total,
+        v.reconstruction,
+        v.kl,
+        100.0 * v.accuracy
+    );
     for (a, x) in attrs.iter().zip(&v.ar) {
         let short: String = a.name().split('_').map(|w| &w[..1]).collect();
         s += &format!(" ar_{short} {x:.3}");
@@ -157,16 +165,21 @@ impl TrainObserver for BarObserver {
     fn epoch_start(&self, epoch: usize, batches: usize) {
         let b = ProgressBar::new(batches as u64)
             .with_style(
-                indicatif::ProgressStyle::with_template("epoch {prefix:>3} [{bar:25}] {pos}/{len} {msg} eta {eta}")
-                    .expect("template")
-                    .progress_chars("=> "),
+                indicatif::ProgressStyle::with_template(
+                    "epoch {prefix:>3} [{bar:25}] {pos}/{len} {msg} eta {eta}",
+                )
+                .expect("template")
+                .progress_chars("=> "),
             )
             .with_prefix(epoch.to_string());
         *self.bar.borrow_mut() = Some(b);
     }
     fn batch_done(&self, running: &LossValues, mps: f64) {
         if let Some(b) = self.bar.borrow().as_ref() {
-            b.set_message(format!("{} | {mps:.0} measures/s", loss_line(running, &self.attrs)));
+            b.set_message(format!(
+                "{} | {mps:.0} measures/s",
+                loss_line(running, &self.attrs)
+            ));
             b.inc(1);
         }
     }
@@ -189,13 +202,21 @@ impl TrainObserver for BarObserver {
 
 pub fn train(a: TrainArgs) -> Result<()> {
     let ds = Dataset::load(&a.data)?;
-    let kind = if a.model == ModelArg::ArVae { ModelKind::ArVae } else { ModelKind::BetaVae };
+    let kind = if a.model == ModelArg::ArVae {
+        ModelKind::ArVae
+    } else {
+        ModelKind::BetaVae
+    };
     let mut cfg = TrainConfig::music(kind);
     cfg.epochs = a.epochs;
     cfg.batch = a.batch;
     cfg.lr = a.lr;
     cfg.beta = a.beta;
-    cfg.gamma = if kind == ModelKind::ArVae { a.gamma } else { 0.0 };
+    cfg.gamma = if kind == ModelKind::ArVae {
+        a.gamma
+    } else {
+        0.0
+    };
     cfg.delta = a.delta;
     cfg.seed = a.seed;
     cfg.latent = a.latent;
@@ -219,12 +240,25 @@ pub fn train(a: TrainArgs) -> Result<()> {
         cfg.delta,
         cfg.seed
     );
-    let obs = BarObserver { bar: RefCell::new(None), attrs: cfg.loss().regularized.iter().map(|r| Attribute::ALL[r.attribute]).collect() };
+    let obs = BarObserver {
+        bar: RefCell::new(None),
+        attrs: cfg
+            .loss()
+            .regularized
+            .iter()
+            .map(|r| Attribute::ALL[r.attribute])
+            .collect(),
+    };
     let out = training::train(&ds, &cfg, &a.out, a.resume, &dev, &obs)?;
     println!("evaluating on the test split ...");
     let e = crate::eval_cmd::record_evaluation(&a.out, &ds, a.eval_measures)?;
     crate::eval_cmd::print_evaluation(&e);
-    println!("wrote {} and {} (log: {})", out.paths.model.display(), out.paths.best.display(), out.paths.log.display());
+    println!(
+        "wrote {} and {} (log: {})",
+        out.paths.model.display(),
+        out.paths.best.display(),
+        out.paths.log.display()
+    );
     Ok(())
 }
 
@@ -242,18 +276,27 @@ fn targets(a: &GenerateArgs) -> Vec<(Attribute, f32)> {
 }
 
 fn calibration_for<'a>(ck: &'a Checkpoint, path: &Path, a: Attribute) -> Result<&'a Calibration> {
-    ck.meta.calibration.iter().find(|c| c.attribute == a.name()).with_context(|| {
-        format!(
-            "{}: this model does not regularize {} (regularized: {}), so it has no knob for it",
-            path.display(),
-            a.name(),
-            if ck.meta.calibration.is_empty() {
-                "none".to_string()
-            } else {
-                ck.meta.calibration.iter().map(|c| c.attribute.clone()).collect::<Vec<_>>().join(", ")
-            }
-        )
-    })
+    ck.meta
+        .calibration
+        .iter()
+        .find(|c| c.attribute == a.name())
+        .with_context(|| {
+            format!(
+                "{}: this model does not regularize {} (regularized: {}), so it has no knob for it",
+                path.display(),
+                a.name(),
+                if ck.meta.calibration.is_empty() {
+                    "none".to_string()
+                } else {
+                    ck.meta
+                        .calibration
+                        .iter()
+                        .map(|c| c.attribute.clone())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            )
+        })
 }
 
 fn standard_normal(rng: &mut ChaCha8Rng) -> f32 {
@@ -273,7 +316,10 @@ pub fn generate(a: GenerateArgs) -> Result<()> {
     for &(attr, value) in &tg {
         let (lo, hi) = attr.bounds();
         if !(lo..=hi).contains(&value) {
-            bail!("--{} {value} is outside {lo}..{hi}", attr.name().replace('_', "-"));
+            bail!(
+                "--{} {value} is outside {lo}..{hi}",
+                attr.name().replace('_', "-")
+            );
         }
         let cal = calibration_for(&ck, &a.checkpoint, attr)?;
         set.push((cal.latent_dim, latent_for(cal, value), attr, value));
@@ -293,15 +339,32 @@ pub fn generate(a: GenerateArgs) -> Result<()> {
         }
     }
     let measures = training::decode(&model, &z)?;
-    write_file(&a.out, &measures, &ExportOptions { bpm: a.bpm, ..Default::default() })
-        .with_context(|| format!("cannot write {}", a.out.display()))?;
+    write_file(
+        &a.out,
+        &measures,
+        &ExportOptions {
+            bpm: a.bpm,
+            ..Default::default()
+        },
+    )
+    .with_context(|| format!("cannot write {}", a.out.display()))?;
     println!("bar  rhythmic_complexity  pitch_range  note_density  contour");
     for (i, m) in measures.iter().enumerate() {
         let v = attributes(m);
-        println!("{:>3}  {:>19.3}  {:>11.3}  {:>12.3}  {:>7.3}", i + 1, v[0], v[1], v[2], v[3]);
+        println!(
+            "{:>3}  {:>19.3}  {:>11.3}  {:>12.3}  {:>7.3}",
+            i + 1,
+            v[0],
+            v[1],
+            v[2],
+            v[3]
+        );
     }
     if !tg.is_empty() {
-        let t: Vec<String> = tg.iter().map(|(k, v)| format!("{} {v}", k.name())).collect();
+        let t: Vec<String> = tg
+            .iter()
+            .map(|(k, v)| format!("{} {v}", k.name()))
+            .collect();
         println!("targets: {}", t.join(", "));
     }
     println!("wrote {} bars to {}", measures.len(), a.out.display());
@@ -320,9 +383,14 @@ pub fn demo_train(ds: &Dataset, out: &Path, epochs: usize) -> Result<()> {
         cfg.batch,
         cfg.lr
     );
-    let obs = BarObserver { bar: RefCell::new(None), attrs: Attribute::ALL.to_vec() };
+    let obs = BarObserver {
+        bar: RefCell::new(None),
+        attrs: Attribute::ALL.to_vec(),
+    };
     let trained = training::train(ds, &cfg, &run, resume, &Device::Cpu, &obs)?;
-    println!("\nSpearman rho between each regularized dimension and its attribute (validation split):");
+    println!(
+        "\nSpearman rho between each regularized dimension and its attribute (validation split):"
+    );
     for (a, dim, rho) in training::attribute_order(&trained.model, ds, &Attribute::ALL)? {
         println!("  {:<20} dim {dim}  rho {rho:+.3}", a.name());
     }
@@ -345,16 +413,28 @@ pub fn demo_train(ds: &Dataset, out: &Path, epochs: usize) -> Result<()> {
             })
             .collect();
         let ms = training::decode(&trained.model, &z)?;
-        let got: Vec<String> = targets.iter().zip(&ms).map(|(t, m)| format!("{t:.2}->{:.2}", a.of(m))).collect();
+        let got: Vec<String> = targets
+            .iter()
+            .zip(&ms)
+            .map(|(t, m)| format!("{t:.2}->{:.2}", a.of(m)))
+            .collect();
         println!("  {:<20} {}", a.name(), got.join(" "));
         let path = out.join(format!("sweep_{}.mid", a.name()));
-        write_file(&path, &ms, &ExportOptions::default()).with_context(|| format!("cannot write {}", path.display()))?;
+        write_file(&path, &ms, &ExportOptions::default())
+            .with_context(|| format!("cannot write {}", path.display()))?;
         tracks.push((a.name().to_string(), ms));
     }
     let all = out.join("sweeps.mid");
-    std::fs::write(&all, tracks_to_smf_bytes(&tracks, &ExportOptions::default()))
-        .with_context(|| format!("cannot write {}", all.display()))?;
-    println!("\nwrote {}/sweep_<attribute>.mid and {} (one track per attribute)", out.display(), all.display());
+    std::fs::write(
+        &all,
+        tracks_to_smf_bytes(&tracks, &ExportOptions::default()),
+    )
+    .with_context(|| format!("cannot write {}", all.display()))?;
+    println!(
+        "\nwrote {}/sweep_<attribute>.mid and {} (one track per attribute)",
+        out.display(),
+        all.display()
+    );
     println!("checkpoint: {}  (try: arvae-trainer generate --checkpoint {} --note-density 0.3 --out melody.mid)", trained.paths.model.display(), trained.paths.model.display());
     Ok(())
 }

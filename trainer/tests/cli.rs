@@ -5,13 +5,23 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 fn trainer(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_arvae-trainer")).args(args).output().expect("run arvae-trainer")
+    Command::new(env!("CARGO_BIN_EXE_arvae-trainer"))
+        .args(args)
+        .output()
+        .expect("run arvae-trainer")
 }
 
 fn ok(args: &[&str]) -> String {
     let out = trainer(args);
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "arvae-trainer {args:?} failed:\n{text}");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "arvae-trainer {args:?} failed:\n{text}"
+    );
     text
 }
 
@@ -19,7 +29,10 @@ fn fails(args: &[&str]) -> String {
     let out = trainer(args);
     let text = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(!out.status.success(), "arvae-trainer {args:?} should fail");
-    assert!(!text.contains("panicked"), "panic instead of an error: {text}");
+    assert!(
+        !text.contains("panicked"),
+        "panic instead of an error: {text}"
+    );
     text
 }
 
@@ -31,15 +44,30 @@ fn s(p: &Path) -> &str {
 fn data_build_stats_and_export() {
     let dir = tempfile::tempdir().unwrap();
     let ds = dir.path().join("synth.arvae");
-    ok(&["data", "build", "--collection", "synthetic", "--pieces", "60", "--out", s(&ds)]);
+    ok(&[
+        "data",
+        "build",
+        "--collection",
+        "synthetic",
+        "--pieces",
+        "60",
+        "--out",
+        s(&ds),
+    ]);
     let json = ok(&["data", "stats", s(&ds), "--json"]);
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(v["pieces_total"], 60);
     assert_eq!(v["pieces_used"], 60);
     let m = &v["measures"];
-    let total = m["train"].as_u64().unwrap() + m["val"].as_u64().unwrap() + m["test"].as_u64().unwrap();
+    let total =
+        m["train"].as_u64().unwrap() + m["val"].as_u64().unwrap() + m["test"].as_u64().unwrap();
     assert_eq!(total, 240);
-    for a in ["rhythmic_complexity", "pitch_range", "note_density", "contour"] {
+    for a in [
+        "rhythmic_complexity",
+        "pitch_range",
+        "note_density",
+        "contour",
+    ] {
         let at = &v["attributes"][a];
         assert!(at["min"].as_f64().unwrap() <= at["mean"].as_f64().unwrap());
         assert!(at["mean"].as_f64().unwrap() <= at["max"].as_f64().unwrap());
@@ -47,13 +75,35 @@ fn data_build_stats_and_export() {
     let table = ok(&["data", "stats", s(&ds)]);
     assert!(table.contains("note_density") && table.contains("measures: train"));
     let mid = dir.path().join("bars.mid");
-    ok(&["data", "export-midi", s(&ds), "--split", "train", "--count", "8", "--out", s(&mid)]);
+    ok(&[
+        "data",
+        "export-midi",
+        s(&ds),
+        "--split",
+        "train",
+        "--count",
+        "8",
+        "--out",
+        s(&mid),
+    ]);
     // The exported bars come back as a dataset of 8 measures per transposition.
     let back = dir.path().join("back.arvae");
-    ok(&["data", "build", "--input", s(&mid), "--no-transpose", "--out", s(&back)]);
-    let v: serde_json::Value = serde_json::from_str(&ok(&["data", "stats", s(&back), "--json"])).unwrap();
+    ok(&[
+        "data",
+        "build",
+        "--input",
+        s(&mid),
+        "--no-transpose",
+        "--out",
+        s(&back),
+    ]);
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&["data", "stats", s(&back), "--json"])).unwrap();
     let m = &v["measures"];
-    assert_eq!(m["train"].as_u64().unwrap() + m["val"].as_u64().unwrap() + m["test"].as_u64().unwrap(), 8);
+    assert_eq!(
+        m["train"].as_u64().unwrap() + m["val"].as_u64().unwrap() + m["test"].as_u64().unwrap(),
+        8
+    );
 }
 
 #[test]
@@ -62,14 +112,39 @@ fn bad_inputs_give_clear_errors() {
     let junk = dir.path().join("junk.arvae");
     std::fs::write(&junk, "not a dataset").unwrap();
     let e = fails(&["data", "stats", s(&junk)]);
-    assert!(e.contains("junk.arvae") && e.contains("not an arvae dataset"), "{e}");
+    assert!(
+        e.contains("junk.arvae") && e.contains("not an arvae dataset"),
+        "{e}"
+    );
     let empty = dir.path().join("empty");
     std::fs::create_dir(&empty).unwrap();
-    let e = fails(&["data", "build", "--input", s(&empty), "--out", s(&dir.path().join("x.arvae"))]);
+    let e = fails(&[
+        "data",
+        "build",
+        "--input",
+        s(&empty),
+        "--out",
+        s(&dir.path().join("x.arvae")),
+    ]);
     assert!(e.contains("no usable measures"), "{e}");
-    let e = fails(&["generate", "--checkpoint", s(&junk), "--out", s(&dir.path().join("g.mid"))]);
+    let e = fails(&[
+        "generate",
+        "--checkpoint",
+        s(&junk),
+        "--out",
+        s(&dir.path().join("g.mid")),
+    ]);
     assert!(e.contains("junk.arvae"), "{e}");
-    let e = fails(&["data", "build", "--collection", "bach", "--corpus", "/nonexistent/music21.whl", "--out", "x.arvae"]);
+    let e = fails(&[
+        "data",
+        "build",
+        "--collection",
+        "bach",
+        "--corpus",
+        "/nonexistent/music21.whl",
+        "--out",
+        "x.arvae",
+    ]);
     assert!(e.contains("/nonexistent/music21.whl"), "{e}");
 }
 
@@ -77,9 +152,29 @@ fn bad_inputs_give_clear_errors() {
 fn train_resume_generate() {
     let dir = tempfile::tempdir().unwrap();
     let ds = dir.path().join("synth.arvae");
-    ok(&["data", "build", "--collection", "synthetic", "--pieces", "100", "--out", s(&ds)]);
+    ok(&[
+        "data",
+        "build",
+        "--collection",
+        "synthetic",
+        "--pieces",
+        "100",
+        "--out",
+        s(&ds),
+    ]);
     let run = dir.path().join("run");
-    let common = ["--data", s(&ds), "--out", s(&run), "--batch", "32", "--max-measures", "64", "--latent", "8"];
+    let common = [
+        "--data",
+        s(&ds),
+        "--out",
+        s(&run),
+        "--batch",
+        "32",
+        "--max-measures",
+        "64",
+        "--latent",
+        "8",
+    ];
     let mut args = vec!["train", "--epochs", "1"];
     args.extend(common);
     let text = ok(&args);
@@ -89,12 +184,18 @@ fn train_resume_generate() {
     }
     // An existing run is never overwritten silently.
     let e = fails(&args);
-    assert!(e.contains("already exists") && e.contains("--resume"), "{e}");
+    assert!(
+        e.contains("already exists") && e.contains("--resume"),
+        "{e}"
+    );
     // Resume continues from epoch 1 to 2.
     let mut args = vec!["train", "--epochs", "2", "--resume"];
     args.extend(common);
     let text = ok(&args);
-    assert!(text.contains("epoch   2") && !text.contains("epoch   1 "), "{text}");
+    assert!(
+        text.contains("epoch   2") && !text.contains("epoch   1 "),
+        "{text}"
+    );
     let log = std::fs::read_to_string(run.join("log.csv")).unwrap();
     assert_eq!(log.lines().count(), 3, "{log}");
     // Other settings cannot resume this run.
@@ -104,20 +205,113 @@ fn train_resume_generate() {
 
     let ck = run.join("model.safetensors");
     let mid = dir.path().join("g.mid");
-    let text = ok(&["generate", "--checkpoint", s(&ck), "--note-density", "0.3", "--contour", "0.1", "--bars", "3", "--seed", "1", "--out", s(&mid)]);
+    let text = ok(&[
+        "generate",
+        "--checkpoint",
+        s(&ck),
+        "--note-density",
+        "0.3",
+        "--contour",
+        "0.1",
+        "--bars",
+        "3",
+        "--seed",
+        "1",
+        "--out",
+        s(&mid),
+    ]);
     assert!(text.contains("wrote 3 bars"), "{text}");
     assert!(std::fs::read(&mid).unwrap().starts_with(b"MThd"));
-    let e = fails(&["generate", "--checkpoint", s(&ck), "--note-density", "7", "--out", s(&mid)]);
+    let e = fails(&[
+        "generate",
+        "--checkpoint",
+        s(&ck),
+        "--note-density",
+        "7",
+        "--out",
+        s(&mid),
+    ]);
     assert!(e.contains("outside"), "{e}");
     // Transform mode: the bars of a MIDI file, with one attribute changed.
-    let text = ok(&["generate", "--checkpoint", s(&ck), "--encode", s(&mid), "--pitch-range", "0.2", "--out", s(&dir.path().join("t.mid"))]);
+    let text = ok(&[
+        "generate",
+        "--checkpoint",
+        s(&ck),
+        "--encode",
+        s(&mid),
+        "--pitch-range",
+        "0.2",
+        "--out",
+        s(&dir.path().join("t.mid")),
+    ]);
     assert!(text.contains("wrote"), "{text}");
 
     // A β-VAE has no attribute knobs.
     let beta = dir.path().join("beta");
-    ok(&["train", "--model", "beta-vae", "--epochs", "1", "--data", s(&ds), "--out", s(&beta), "--batch", "32", "--max-measures", "32", "--latent", "8"]);
-    let e = fails(&["generate", "--checkpoint", s(&beta.join("model.safetensors")), "--pitch-range", "0.2", "--out", s(&mid)]);
+    ok(&[
+        "train",
+        "--model",
+        "beta-vae",
+        "--epochs",
+        "1",
+        "--data",
+        s(&ds),
+        "--out",
+        s(&beta),
+        "--batch",
+        "32",
+        "--max-measures",
+        "32",
+        "--latent",
+        "8",
+    ]);
+    let e = fails(&[
+        "generate",
+        "--checkpoint",
+        s(&beta.join("model.safetensors")),
+        "--pitch-range",
+        "0.2",
+        "--out",
+        s(&mid),
+    ]);
     assert!(e.contains("does not regularize pitch_range"), "{e}");
+
+    // eval: a table, JSON and latents; a dataset that disagrees with the checkpoint is refused.
+    let json = dir.path().join("eval.json");
+    let npz = dir.path().join("latents.npz");
+    let text = ok(&[
+        "eval",
+        "--checkpoint",
+        s(&ck),
+        "--data",
+        s(&ds),
+        "--split",
+        "val",
+        "--json",
+        s(&json),
+        "--latents",
+        s(&npz),
+    ]);
+    assert!(text.contains("reconstruction accuracy"), "{text}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["metrics"]["attributes"].as_array().unwrap().len(), 4);
+    assert!(std::fs::read(&npz).unwrap().starts_with(b"PK"));
+    let mut bytes = std::fs::read(&ds).unwrap();
+    let at = bytes.windows(4).position(|w| w == b"\"C4\"").unwrap();
+    bytes[at + 1] = b'X';
+    let other = dir.path().join("other-vocab.arvae");
+    std::fs::write(&other, &bytes).unwrap();
+    let e = fails(&["eval", "--checkpoint", s(&ck), "--data", s(&other)]);
+    assert!(
+        e.contains("other-vocab.arvae") && e.contains("vocabulary"),
+        "{e}"
+    );
+    let text = ok(&["compare", s(&ck), s(&beta.join("model.safetensors"))]);
+    assert!(
+        text.contains("ar-vae") && text.contains("beta-vae") && text.contains("median"),
+        "{text}"
+    );
 
     // A truncated checkpoint names the file.
     let bytes = std::fs::read(&ck).unwrap();

@@ -2,7 +2,8 @@
 
 use super::corpus::{sha256_file, Corpus, CorpusError};
 use super::dataset::{
-    attribute_names, vocabulary_names, Dataset, DatasetHeader, PieceInfo, SkippedPiece, Split, FORMAT_VERSION,
+    attribute_names, vocabulary_names, Dataset, DatasetHeader, PieceInfo, SkippedPiece, Split,
+    FORMAT_VERSION,
 };
 use super::synthetic;
 use crate::music::attributes::attributes;
@@ -40,8 +41,11 @@ impl Collection {
 }
 
 /// Folders of the folk collections inside the wheel.
-pub const FOLK_FOLDERS: [&str; 3] =
-    ["music21/corpus/ryansMammoth/", "music21/corpus/oneills1850/", "music21/corpus/airdsAirs/"];
+pub const FOLK_FOLDERS: [&str; 3] = [
+    "music21/corpus/ryansMammoth/",
+    "music21/corpus/oneills1850/",
+    "music21/corpus/airdsAirs/",
+];
 
 /// Options of [`build`].
 #[derive(Clone, Debug)]
@@ -96,7 +100,9 @@ pub enum BuildError {
     #[error(transparent)]
     Corpus(#[from] CorpusError),
     /// No corpus was given and none was found.
-    #[error("the music21 wheel was not found: run `arvae-trainer data fetch` or pass --corpus PATH")]
+    #[error(
+        "the music21 wheel was not found: run `arvae-trainer data fetch` or pass --corpus PATH"
+    )]
     NoCorpus,
     /// Nothing usable was left.
     #[error("no usable measures: {0}")]
@@ -133,14 +139,23 @@ fn kind_of(path: &str) -> Option<Kind> {
     }
 }
 
-fn corpus_sources(wheel: &Path, folders: &[&str], exts: &[&str], filter: impl Fn(&str) -> bool) -> Result<Vec<Source>, BuildError> {
+fn corpus_sources(
+    wheel: &Path,
+    folders: &[&str],
+    exts: &[&str],
+    filter: impl Fn(&str) -> bool,
+) -> Result<Vec<Source>, BuildError> {
     let mut corpus = Corpus::open(wheel)?;
     let mut out = Vec::new();
     for folder in folders {
         for name in corpus.list(folder, exts).into_iter().filter(|n| filter(n)) {
             let kind = kind_of(&name).expect("listed by extension");
             let data = corpus.read(&name).map_err(|e| e.to_string());
-            out.push(Source { name: name.trim_start_matches("music21/corpus/").to_string(), kind, data });
+            out.push(Source {
+                name: name.trim_start_matches("music21/corpus/").to_string(),
+                kind,
+                data,
+            });
         }
     }
     Ok(out)
@@ -151,7 +166,11 @@ fn walk(path: &Path, out: &mut Vec<Source>, progress: &dyn Progress) {
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
         Err(e) => {
-            progress.skipped(&ImportError::new(name, "unreadable", format!("cannot read: {e}")));
+            progress.skipped(&ImportError::new(
+                name,
+                "unreadable",
+                format!("cannot read: {e}"),
+            ));
             return;
         }
     };
@@ -159,7 +178,11 @@ fn walk(path: &Path, out: &mut Vec<Source>, progress: &dyn Progress) {
         let mut entries: Vec<PathBuf> = match std::fs::read_dir(path) {
             Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).collect(),
             Err(e) => {
-                progress.skipped(&ImportError::new(name, "unreadable", format!("cannot list folder: {e}")));
+                progress.skipped(&ImportError::new(
+                    name,
+                    "unreadable",
+                    format!("cannot list folder: {e}"),
+                ));
                 return;
             }
         };
@@ -171,7 +194,11 @@ fn walk(path: &Path, out: &mut Vec<Source>, progress: &dyn Progress) {
             }
         }
         if out.len() == before {
-            progress.skipped(&ImportError::new(name, "empty_folder", "no MIDI, MusicXML or ABC files in this folder"));
+            progress.skipped(&ImportError::new(
+                name,
+                "empty_folder",
+                "no MIDI, MusicXML or ABC files in this folder",
+            ));
         }
         return;
     }
@@ -190,10 +217,18 @@ fn walk(path: &Path, out: &mut Vec<Source>, progress: &dyn Progress) {
 }
 
 /// Parses one source into its pieces (several for ABC files).
-fn parse(source: &Source, opts: &BuildOptions) -> Vec<(Result<Melody, ImportError>, Option<String>)> {
+fn parse(
+    source: &Source,
+    opts: &BuildOptions,
+) -> Vec<(Result<Melody, ImportError>, Option<String>)> {
     let bytes = match &source.data {
         Ok(b) => b,
-        Err(e) => return vec![(Err(ImportError::new(&source.name, "unreadable", e.clone())), None)],
+        Err(e) => {
+            return vec![(
+                Err(ImportError::new(&source.name, "unreadable", e.clone())),
+                None,
+            )]
+        }
     };
     match source.kind {
         Kind::Mxl => vec![(musicxml::parse_mxl(bytes, &source.name), None)],
@@ -201,10 +236,15 @@ fn parse(source: &Source, opts: &BuildOptions) -> Vec<(Result<Melody, ImportErro
         Kind::Abc => {
             let text = String::from_utf8(bytes.clone())
                 .unwrap_or_else(|_| bytes.iter().map(|&b| b as char).collect::<String>());
-            abc::parse_tunes(&text, &source.name).into_iter().map(|r| (r, None)).collect()
+            abc::parse_tunes(&text, &source.name)
+                .into_iter()
+                .map(|r| (r, None))
+                .collect()
         }
         Kind::Midi => {
-            let mopts = MidiImportOptions { track: opts.midi_track };
+            let mopts = MidiImportOptions {
+                track: opts.midi_track,
+            };
             match midi_import::read_bytes(bytes, &source.name, &mopts) {
                 Ok((m, snap)) => {
                     let note = (snap.moved > 0).then(|| {
@@ -222,7 +262,10 @@ fn parse(source: &Source, opts: &BuildOptions) -> Vec<(Result<Melody, ImportErro
 }
 
 /// Measures of one piece, untransposed, or why it can't be used.
-fn piece_measures(melody: &Melody, transpose: bool) -> Result<(Vec<Measure>, Vec<i32>), ImportError> {
+fn piece_measures(
+    melody: &Melody,
+    transpose: bool,
+) -> Result<(Vec<Measure>, Vec<i32>), ImportError> {
     let measures = tokenize::measures(melody)?;
     let mut shifts = tokenize::transpositions(melody);
     if shifts.is_empty() {
@@ -235,7 +278,11 @@ fn piece_measures(melody: &Melody, transpose: bool) -> Result<(Vec<Measure>, Vec
     }
     if !transpose {
         if !shifts.contains(&0) {
-            return Err(ImportError::new(&melody.id, "range", "notes outside MIDI 55..84 (transposition is off)"));
+            return Err(ImportError::new(
+                &melody.id,
+                "range",
+                "notes outside MIDI 55..84 (transposition is off)",
+            ));
         }
         shifts = vec![0];
     }
@@ -244,15 +291,27 @@ fn piece_measures(melody: &Melody, transpose: bool) -> Result<(Vec<Measure>, Vec
 
 /// A transposition-invariant key of a piece's measures, to drop duplicate encodings.
 fn dedup_key(measures: &[Measure]) -> Vec<u8> {
-    let lo = measures.iter().flat_map(|m| m.0).filter(|&t| is_note(t)).min().unwrap_or(0);
-    measures.iter().flat_map(|m| m.0.map(|t| if is_note(t) { t - lo } else { t })).collect()
+    let lo = measures
+        .iter()
+        .flat_map(|m| m.0)
+        .filter(|&t| is_note(t))
+        .min()
+        .unwrap_or(0);
+    measures
+        .iter()
+        .flat_map(|m| m.0.map(|t| if is_note(t) { t - lo } else { t }))
+        .collect()
 }
 
 /// Builds the dataset described by `opts`.
 pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Dataset, BuildError> {
     let (sources, source_desc, source_sha) = match &opts.collection {
         Collection::Bach | Collection::Folk => {
-            let wheel = opts.corpus.clone().or_else(super::corpus::find_wheel).ok_or(BuildError::NoCorpus)?;
+            let wheel = opts
+                .corpus
+                .clone()
+                .or_else(super::corpus::find_wheel)
+                .ok_or(BuildError::NoCorpus)?;
             if !wheel.is_file() {
                 return Err(BuildError::Corpus(CorpusError::Io {
                     path: wheel,
@@ -269,38 +328,47 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Dataset, Bu
             };
             (sources, wheel.display().to_string(), sha)
         }
-        Collection::Synthetic => (Vec::new(), format!("built-in synthetic melodies, seed {}", opts.seed), None),
+        Collection::Synthetic => (
+            Vec::new(),
+            format!("built-in synthetic melodies, seed {}", opts.seed),
+            None,
+        ),
         Collection::Files(paths) => {
             let mut out = Vec::new();
             for p in paths {
                 walk(p, &mut out, progress);
             }
-            let desc = paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
+            let desc = paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ");
             (out, desc, None)
         }
     };
 
     // Parse (in parallel), keeping the sources' order.
-    let parsed: Vec<(Result<Melody, ImportError>, Option<String>)> = if opts.collection == Collection::Synthetic {
-        progress.start(opts.synthetic_pieces, "generating");
-        synthetic::generate(opts.synthetic_pieces, opts.seed)
-            .into_iter()
-            .map(|(m, _)| {
-                progress.inc();
-                (Ok(m), None)
-            })
-            .collect()
-    } else {
-        progress.start(sources.len(), "reading");
-        sources
-            .par_iter()
-            .flat_map_iter(|s| {
-                let r = parse(s, opts);
-                progress.inc();
-                r
-            })
-            .collect()
-    };
+    let parsed: Vec<(Result<Melody, ImportError>, Option<String>)> =
+        if opts.collection == Collection::Synthetic {
+            progress.start(opts.synthetic_pieces, "generating");
+            synthetic::generate(opts.synthetic_pieces, opts.seed)
+                .into_iter()
+                .map(|(m, _)| {
+                    progress.inc();
+                    (Ok(m), None)
+                })
+                .collect()
+        } else {
+            progress.start(sources.len(), "reading");
+            sources
+                .par_iter()
+                .flat_map_iter(|s| {
+                    let r = parse(s, opts);
+                    progress.inc();
+                    r
+                })
+                .collect()
+        };
 
     let transpose = opts.transpose && opts.collection != Collection::Synthetic;
     let cut: Vec<Result<(Melody, Vec<Measure>, Vec<i32>), ImportError>> = parsed
@@ -346,23 +414,43 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Dataset, Bu
             Ok(x) => x,
             Err(e) => {
                 progress.skipped(&e);
-                *header.pieces_skipped.entry(e.reason.to_string()).or_default() += 1;
-                header.skipped.push(SkippedPiece { source: e.source, reason: e.reason.into(), message: e.message });
+                *header
+                    .pieces_skipped
+                    .entry(e.reason.to_string())
+                    .or_default() += 1;
+                header.skipped.push(SkippedPiece {
+                    source: e.source,
+                    reason: e.reason.into(),
+                    message: e.message,
+                });
                 continue;
             }
         };
         if !seen.insert(dedup_key(&measures)) {
-            let e = ImportError::new(&melody.id, "duplicate", "same melody as an earlier piece (up to transposition)");
+            let e = ImportError::new(
+                &melody.id,
+                "duplicate",
+                "same melody as an earlier piece (up to transposition)",
+            );
             progress.skipped(&e);
-            *header.pieces_skipped.entry(e.reason.to_string()).or_default() += 1;
-            header.skipped.push(SkippedPiece { source: e.source, reason: e.reason.into(), message: e.message });
+            *header
+                .pieces_skipped
+                .entry(e.reason.to_string())
+                .or_default() += 1;
+            header.skipped.push(SkippedPiece {
+                source: e.source,
+                reason: e.reason.into(),
+                message: e.message,
+            });
             continue;
         }
         let split = Split::of_piece(&melody.id);
         let index = header.pieces.len() as u32;
         for &s in &shifts {
             for m in &measures {
-                let t = m.transposed(s).expect("transpositions keep notes in 55..=84");
+                let t = m
+                    .transposed(s)
+                    .expect("transpositions keep notes in 55..=84");
                 ds.attributes.push(attributes(&t));
                 ds.measures.push(t);
                 ds.piece.push(index);
@@ -381,7 +469,11 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Dataset, Bu
     header.pieces_used = header.pieces.len();
     header.num_measures = ds.measures.len();
     if ds.measures.is_empty() {
-        let mut reasons: Vec<String> = header.pieces_skipped.iter().map(|(k, v)| format!("{v} {k}")).collect();
+        let mut reasons: Vec<String> = header
+            .pieces_skipped
+            .iter()
+            .map(|(k, v)| format!("{v} {k}"))
+            .collect();
         if header.pieces_total == 0 {
             reasons.push("no readable pieces".into());
         }
@@ -411,7 +503,10 @@ mod tests {
 
     #[test]
     fn synthetic_builds_with_splits() {
-        let opts = BuildOptions { synthetic_pieces: 200, ..Default::default() };
+        let opts = BuildOptions {
+            synthetic_pieces: 200,
+            ..Default::default()
+        };
         let ds = build(&opts, &Silent).unwrap();
         assert_eq!(ds.measures.len(), 800);
         assert_eq!(ds.header.pieces_used, 200);
@@ -447,14 +542,20 @@ mod tests {
         assert_eq!(ds.header.pieces_used, 1);
         let lines = rec.0.lock().unwrap().clone();
         for needle in ["notes.mid", "broken.mxl", "empty", "missing.abc"] {
-            assert!(lines.iter().any(|l| l.contains(needle)), "no line for {needle}: {lines:#?}");
+            assert!(
+                lines.iter().any(|l| l.contains(needle)),
+                "no line for {needle}: {lines:#?}"
+            );
         }
     }
 
     #[test]
     fn nothing_usable_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
-        let opts = BuildOptions { collection: Collection::Files(vec![dir.path().to_path_buf()]), ..Default::default() };
+        let opts = BuildOptions {
+            collection: Collection::Files(vec![dir.path().to_path_buf()]),
+            ..Default::default()
+        };
         let e = build(&opts, &Silent).unwrap_err().to_string();
         assert!(e.contains("no usable measures"), "{e}");
     }

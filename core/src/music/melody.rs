@@ -79,8 +79,16 @@ pub struct ImportError {
 
 impl ImportError {
     /// A new error for `source` with reason key `reason`.
-    pub fn new(source: impl Into<String>, reason: &'static str, message: impl Into<String>) -> Self {
-        ImportError { source: source.into(), reason, message: message.into() }
+    pub fn new(
+        source: impl Into<String>,
+        reason: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
+        ImportError {
+            source: source.into(),
+            reason,
+            message: message.into(),
+        }
     }
 }
 

@@ -11,4 +11,6 @@ pub mod tokenize;
 
 pub use attributes::{Attribute, AttributeValues};
 pub use melody::{Bar, Melody, Note};
-pub use token::{Measure, Token, END, HOLD, REST, START, TICKS_PER_BEAT, TICKS_PER_MEASURE, VOCAB_SIZE};
+pub use token::{
+    Measure, Token, END, HOLD, REST, START, TICKS_PER_BEAT, TICKS_PER_MEASURE, VOCAB_SIZE,
+};

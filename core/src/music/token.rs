@@ -65,7 +65,9 @@ pub fn is_note(token: Token) -> bool {
 
 /// Human-readable name of a token: `C4`, `F#5`, `rest`, `__`, `START`, `END`.
 pub fn token_name(token: Token) -> String {
-    const NAMES: [&str; 12] = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"];
+    const NAMES: [&str; 12] = [
+        "C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B",
+    ];
     match token {
         0..=127 => format!("{}{}", NAMES[token as usize % 12], token as i32 / 12 - 1),
         REST => "rest".into(),
@@ -105,7 +107,11 @@ impl Measure {
 
     /// Note onsets as (tick, MIDI pitch), in order.
     pub fn onsets(&self) -> impl Iterator<Item = (usize, u8)> + '_ {
-        self.0.iter().enumerate().filter(|(_, &t)| is_note(t)).map(|(i, &t)| (i, t))
+        self.0
+            .iter()
+            .enumerate()
+            .filter(|(_, &t)| is_note(t))
+            .map(|(i, &t)| (i, t))
     }
 
     /// Events of the measure as (start tick, end tick exclusive, token) where token is a note,
@@ -119,7 +125,9 @@ impl Measure {
             } else if t == HOLD {
                 out.push((i, i + 1, HOLD));
             } else if matches!(t, START | END)
-                && out.last().is_some_and(|&(_, end, prev)| prev == t && end == i)
+                && out
+                    .last()
+                    .is_some_and(|&(_, end, prev)| prev == t && end == i)
             {
                 out.last_mut().unwrap().1 = i + 1;
             } else {

@@ -7,7 +7,9 @@
 //! bars after it stay aligned. Other meters are rejected.
 
 use super::melody::{Bar, ImportError, Melody};
-use super::token::{tick_at, tick_offset, Measure, END, GRID_TOLERANCE, HOLD, REST, START, TICKS_PER_MEASURE};
+use super::token::{
+    tick_at, tick_offset, Measure, END, GRID_TOLERANCE, HOLD, REST, START, TICKS_PER_MEASURE,
+};
 
 /// Lowest MIDI pitch kept by augmentation.
 pub const MIN_PITCH: u8 = 55;
@@ -63,27 +65,42 @@ fn windows(melody: &Melody) -> Result<Vec<Window>, ImportError> {
             return Err(ImportError::new(
                 &melody.id,
                 "meter",
-                format!("bar at beat {} lasts {} beats, longer than 4", bar.start, bar.duration),
+                format!(
+                    "bar at beat {} lasts {} beats, longer than 4",
+                    bar.start, bar.duration
+                ),
             ));
         }
         let (start, acc) = open.unwrap_or((bar.start, 0.0));
         let acc2 = acc + bar.duration;
         if acc2 > WINDOW + TOL {
             // This bar would cross the window: close the open window with END padding.
-            out.push(Window { start, content_start: start, content_end: start + acc });
+            out.push(Window {
+                start,
+                content_start: start,
+                content_end: start + acc,
+            });
             open = Some((bar.start, bar.duration));
         } else {
             open = Some((start, acc2));
         }
         if let Some((s, a)) = open {
             if a >= WINDOW - TOL {
-                out.push(Window { start: s, content_start: s, content_end: s + WINDOW });
+                out.push(Window {
+                    start: s,
+                    content_start: s,
+                    content_end: s + WINDOW,
+                });
                 open = None;
             }
         }
     }
     if let Some((s, a)) = open {
-        out.push(Window { start: s, content_start: s, content_end: s + a });
+        out.push(Window {
+            start: s,
+            content_start: s,
+            content_end: s + a,
+        });
     }
     Ok(out)
 }
@@ -103,7 +120,10 @@ pub fn measures(melody: &Melody) -> Result<Vec<Measure>, ImportError> {
             first_note += 1;
         }
         // Every onset inside the window must be on a tick.
-        for n in notes[first_note..].iter().take_while(|n| n.onset < w.content_end - GRID_TOLERANCE) {
+        for n in notes[first_note..]
+            .iter()
+            .take_while(|n| n.onset < w.content_end - GRID_TOLERANCE)
+        {
             if n.onset >= w.content_start - GRID_TOLERANCE && tick_at(n.onset - w.start).is_none() {
                 return Err(ImportError::new(
                     &melody.id,
@@ -168,7 +188,11 @@ mod tests {
     use crate::music::melody::Note;
 
     fn n(onset: f64, duration: f64, pitch: Option<u8>) -> Note {
-        Note { onset, duration, pitch }
+        Note {
+            onset,
+            duration,
+            pitch,
+        }
     }
 
     fn bars(durations: &[f64], ts: (u32, u32)) -> Vec<Bar> {
@@ -176,7 +200,11 @@ mod tests {
         durations
             .iter()
             .map(|&d| {
-                let b = Bar { start, duration: d, time_signature: ts };
+                let b = Bar {
+                    start,
+                    duration: d,
+                    time_signature: ts,
+                };
                 start += d;
                 b
             })
@@ -184,13 +212,20 @@ mod tests {
     }
 
     fn melody(notes: Vec<Note>, bars: Vec<Bar>) -> Melody {
-        Melody { id: "t".into(), title: String::new(), notes, bars }
+        Melody {
+            id: "t".into(),
+            title: String::new(),
+            notes,
+            bars,
+        }
     }
 
     #[test]
     fn quarter_notes_fill_a_bar() {
         let m = melody(
-            (0..4).map(|i| n(i as f64, 1.0, Some(60 + i as u8))).collect(),
+            (0..4)
+                .map(|i| n(i as f64, 1.0, Some(60 + i as u8)))
+                .collect(),
             bars(&[4.0], (4, 4)),
         );
         let ms = measures(&m).unwrap();
@@ -228,7 +263,11 @@ mod tests {
 
     #[test]
     fn tie_across_barline_holds() {
-        let notes = vec![n(0.0, 2.0, Some(60)), n(2.0, 4.0, Some(62)), n(6.0, 2.0, Some(64))];
+        let notes = vec![
+            n(0.0, 2.0, Some(60)),
+            n(2.0, 4.0, Some(62)),
+            n(6.0, 2.0, Some(64)),
+        ];
         let ms = measures(&melody(notes, bars(&[4.0, 4.0], (4, 4)))).unwrap();
         assert_eq!(ms[1].0[0], HOLD);
         assert_eq!(ms[1].0[12], 64);
@@ -244,7 +283,12 @@ mod tests {
     #[test]
     fn three_four_is_rejected_and_two_four_paired() {
         let notes = vec![n(0.0, 3.0, Some(60))];
-        assert_eq!(measures(&melody(notes, bars(&[3.0], (3, 4)))).unwrap_err().reason, "meter");
+        assert_eq!(
+            measures(&melody(notes, bars(&[3.0], (3, 4))))
+                .unwrap_err()
+                .reason,
+            "meter"
+        );
         let mut notes = vec![n(0.0, 0.5, Some(60))];
         notes.extend((0..8).map(|i| n(0.5 + i as f64, 1.0, Some(61 + i as u8))));
         // 2/4 with an eighth pickup: pickup window, then pairs of bars.
@@ -259,7 +303,9 @@ mod tests {
     #[test]
     fn split_bar_around_repeat_is_joined() {
         // pickup 1, bar, 3-beat bar, 1-beat bar (repeat of the pickup), bar.
-        let notes = (0..13).map(|i| n(i as f64, 1.0, Some(60 + i as u8))).collect();
+        let notes = (0..13)
+            .map(|i| n(i as f64, 1.0, Some(60 + i as u8)))
+            .collect();
         let ms = measures(&melody(notes, bars(&[1.0, 4.0, 3.0, 1.0, 4.0], (4, 4)))).unwrap();
         assert_eq!(ms.len(), 4);
         assert_eq!(ms[2].0[0], 65);
@@ -279,9 +325,15 @@ mod tests {
 
     #[test]
     fn transposition_range() {
-        let m = melody(vec![n(0.0, 1.0, Some(60)), n(1.0, 1.0, Some(72))], bars(&[4.0], (4, 4)));
+        let m = melody(
+            vec![n(0.0, 1.0, Some(60)), n(1.0, 1.0, Some(72))],
+            bars(&[4.0], (4, 4)),
+        );
         assert_eq!(transpositions(&m), (-5..=12).collect::<Vec<_>>());
-        let wide = melody(vec![n(0.0, 1.0, Some(50)), n(1.0, 1.0, Some(80))], bars(&[4.0], (4, 4)));
+        let wide = melody(
+            vec![n(0.0, 1.0, Some(50)), n(1.0, 1.0, Some(80))],
+            bars(&[4.0], (4, 4)),
+        );
         assert!(transpositions(&wide).is_empty());
     }
 }
