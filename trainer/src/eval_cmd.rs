@@ -286,7 +286,8 @@ pub fn compare(a: CompareArgs) -> Result<()> {
     if datasets.len() > 1 {
         bail!("the checkpoints were evaluated on different datasets; pass --data (and --recompute) to compare them on one");
     }
-    let metrics: [(&str, fn(&Evaluation) -> f64); 6] = [
+    type Metric = (&'static str, fn(&Evaluation) -> f64);
+    let metrics: [Metric; 6] = [
         ("interpretability", |e| e.metrics.interpretability_mean),
         ("mig", |e| e.metrics.mig_mean),
         ("sap", |e| e.metrics.sap_mean),

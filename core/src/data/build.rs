@@ -261,6 +261,9 @@ fn parse(
     }
 }
 
+/// A piece with its untransposed measures and the transpositions to add.
+type CutPiece = (Melody, Vec<Measure>, Vec<i32>);
+
 /// Measures of one piece, untransposed, or why it can't be used.
 fn piece_measures(
     melody: &Melody,
@@ -371,7 +374,7 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Dataset, Bu
         };
 
     let transpose = opts.transpose && opts.collection != Collection::Synthetic;
-    let cut: Vec<Result<(Melody, Vec<Measure>, Vec<i32>), ImportError>> = parsed
+    let cut: Vec<Result<CutPiece, ImportError>> = parsed
         .into_par_iter()
         .map(|(r, note)| {
             if let Some(n) = note {

@@ -276,7 +276,7 @@ impl Dataset {
     /// Parses and checks dataset bytes; `path` names the file in errors.
     pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Dataset, DatasetError> {
         let err = |m: String| DatasetError::new(path, m);
-        if bytes.len() < 16 || &bytes[..7] != &MAGIC[..7] {
+        if bytes.len() < 16 || bytes[..7] != MAGIC[..7] {
             return Err(err("not an arvae dataset file (bad magic bytes)".into()));
         }
         if bytes[7] != MAGIC[7] {
