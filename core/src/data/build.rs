@@ -411,21 +411,25 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Dataset, Bu
         transpose: Vec::new(),
         split: Vec::new(),
     };
+    // Every skip is reported once and counted by reason in the header.
+    let skip = |header: &mut DatasetHeader, e: ImportError| {
+        progress.skipped(&e);
+        *header
+            .pieces_skipped
+            .entry(e.reason.to_string())
+            .or_default() += 1;
+        header.skipped.push(SkippedPiece {
+            source: e.source,
+            reason: e.reason.into(),
+            message: e.message,
+        });
+    };
     let mut seen = HashSet::new();
     for r in cut {
         let (melody, measures, shifts) = match r {
             Ok(x) => x,
             Err(e) => {
-                progress.skipped(&e);
-                *header
-                    .pieces_skipped
-                    .entry(e.reason.to_string())
-                    .or_default() += 1;
-                header.skipped.push(SkippedPiece {
-                    source: e.source,
-                    reason: e.reason.into(),
-                    message: e.message,
-                });
+                skip(&mut header, e);
                 continue;
             }
         };
@@ -435,16 +439,7 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Dataset, Bu
                 "duplicate",
                 "same melody as an earlier piece (up to transposition)",
             );
-            progress.skipped(&e);
-            *header
-                .pieces_skipped
-                .entry(e.reason.to_string())
-                .or_default() += 1;
-            header.skipped.push(SkippedPiece {
-                source: e.source,
-                reason: e.reason.into(),
-                message: e.message,
-            });
+            skip(&mut header, e);
             continue;
         }
         let split = Split::of_piece(&melody.id);
