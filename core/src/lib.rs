@@ -4,7 +4,10 @@
 //!   (MusicXML, ABC, MIDI) and MIDI export.
 //! - [`data`]: dataset building (collections, transpositions, splits) and the dataset file.
 //! - [`metrics`]: disentanglement metrics (KSG mutual information, Interpretability, MIG, ...).
-//! - [`model`]: MeasureVAE in candle, the losses and training (feature `train`).
+//! - [`model`]: MeasureVAE in candle, the losses, Adam and one training step (feature `train`).
+//! - [`training`]: the epoch loop, checkpoints per epoch, calibration (feature `train`).
+//! - [`checkpoint`]: the single-file checkpoint (safetensors + JSON metadata), candle-free.
+//! - [`infer`]: allocation-free encoder and greedy decoder on plain f32 weights, candle-free.
 
 pub mod checkpoint;
 pub mod data;
