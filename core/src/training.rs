@@ -246,9 +246,17 @@ fn batches_of(indices: &[usize], batch: usize) -> Vec<&[usize]> {
     indices.chunks_exact(batch).take(full).collect()
 }
 
+/// A batch of dataset measures with the attributes the dataset already stores (no recompute).
 fn batch(ds: &Dataset, idx: &[usize], device: &Device) -> candle_core::Result<Batch> {
-    let ms: Vec<Measure> = idx.iter().map(|&i| ds.measures[i]).collect();
-    Batch::from_measures(&ms, device)
+    let tokens: Vec<u32> = idx
+        .iter()
+        .flat_map(|&i| ds.measures[i].0.map(u32::from))
+        .collect();
+    let attrs: Vec<f32> = idx.iter().flat_map(|&i| ds.attributes[i]).collect();
+    Ok(Batch {
+        tokens: Tensor::from_vec(tokens, (idx.len(), 24), &Device::Cpu)?.to_device(device)?,
+        attributes: Tensor::from_vec(attrs, (idx.len(), 4), &Device::Cpu)?.to_device(device)?,
+    })
 }
 
 /// Mean validation losses over `idx` (greedy decoding, sampled z from a fixed seed).

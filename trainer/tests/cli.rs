@@ -40,28 +40,39 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-#[test]
-fn data_build_stats_and_export() {
-    let dir = tempfile::tempdir().unwrap();
-    let ds = dir.path().join("synth.arvae");
+/// Builds `pieces` synthetic pieces into `dir/synth.arvae`.
+fn synthetic_dataset(dir: &Path, pieces: usize) -> std::path::PathBuf {
+    let ds = dir.join("synth.arvae");
     ok(&[
         "data",
         "build",
         "--collection",
         "synthetic",
         "--pieces",
-        "60",
+        &pieces.to_string(),
         "--out",
         s(&ds),
     ]);
+    ds
+}
+
+/// Measures over all splits, from `data stats --json`.
+fn total_measures(stats: &serde_json::Value) -> u64 {
+    ["train", "val", "test"]
+        .iter()
+        .map(|k| stats["measures"][k].as_u64().unwrap())
+        .sum()
+}
+
+#[test]
+fn data_build_stats_and_export() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = synthetic_dataset(dir.path(), 60);
     let json = ok(&["data", "stats", s(&ds), "--json"]);
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(v["pieces_total"], 60);
     assert_eq!(v["pieces_used"], 60);
-    let m = &v["measures"];
-    let total =
-        m["train"].as_u64().unwrap() + m["val"].as_u64().unwrap() + m["test"].as_u64().unwrap();
-    assert_eq!(total, 240);
+    assert_eq!(total_measures(&v), 240);
     for a in [
         "rhythmic_complexity",
         "pitch_range",
@@ -99,11 +110,7 @@ fn data_build_stats_and_export() {
     ]);
     let v: serde_json::Value =
         serde_json::from_str(&ok(&["data", "stats", s(&back), "--json"])).unwrap();
-    let m = &v["measures"];
-    assert_eq!(
-        m["train"].as_u64().unwrap() + m["val"].as_u64().unwrap() + m["test"].as_u64().unwrap(),
-        8
-    );
+    assert_eq!(total_measures(&v), 8);
 }
 
 #[test]
@@ -151,17 +158,7 @@ fn bad_inputs_give_clear_errors() {
 #[test]
 fn train_resume_generate() {
     let dir = tempfile::tempdir().unwrap();
-    let ds = dir.path().join("synth.arvae");
-    ok(&[
-        "data",
-        "build",
-        "--collection",
-        "synthetic",
-        "--pieces",
-        "100",
-        "--out",
-        s(&ds),
-    ]);
+    let ds = synthetic_dataset(dir.path(), 100);
     let run = dir.path().join("run");
     let common = [
         "--data",
