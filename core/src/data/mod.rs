@@ -3,6 +3,7 @@
 pub mod build;
 pub mod corpus;
 pub mod dataset;
+pub mod images;
 pub mod npz;
 pub mod stats;
 pub mod synthetic;
