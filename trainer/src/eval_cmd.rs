@@ -185,6 +185,16 @@ pub fn print_evaluation(e: &Evaluation) {
 }
 
 pub fn eval(a: EvalArgs) -> Result<()> {
+    if arvae_core::data::images::is_image_dataset(&a.data) {
+        return crate::image_cmd::eval(
+            &a.checkpoint,
+            &a.data,
+            a.split,
+            a.max_measures,
+            a.seed,
+            a.json.as_deref(),
+        );
+    }
     let ck = Checkpoint::load(&a.checkpoint)?;
     let ds = Dataset::load(&a.data)?;
     check_compatible(&ck, &a.checkpoint, &ds, &a.data)?;

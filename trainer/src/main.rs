@@ -2,10 +2,11 @@
 
 mod data_cmd;
 mod eval_cmd;
+mod image_cmd;
 mod progress;
 mod train_cmd;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::process::ExitCode;
 
 /// Attribute-Regularized VAEs (Pati & Lerch 2020) for one-bar melodies.
@@ -39,7 +40,9 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    image_cmd::record_given(&matches);
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let result = match cli.command {
         Command::Data(cmd) => data_cmd::run(cmd),
         Command::Train(args) => train_cmd::train(args),

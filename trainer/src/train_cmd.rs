@@ -201,6 +201,28 @@ impl TrainObserver for BarObserver {
 }
 
 pub fn train(a: TrainArgs) -> Result<()> {
+    if arvae_core::data::images::is_image_dataset(&a.data) {
+        if !a.attributes.is_empty() {
+            bail!("--attributes names musical attributes; image models regularize every attribute of the dataset");
+        }
+        return crate::image_cmd::train(crate::image_cmd::TrainRequest {
+            data: a.data,
+            ar_vae: a.model == ModelArg::ArVae,
+            out: a.out,
+            epochs: a.epochs,
+            batch: a.batch,
+            lr: a.lr,
+            beta: a.beta,
+            gamma: a.gamma,
+            delta: a.delta,
+            seed: a.seed,
+            latent: a.latent,
+            max_images: a.max_measures,
+            device: device(a.device)?,
+            resume: a.resume,
+            eval_images: a.eval_measures,
+        });
+    }
     let ds = Dataset::load(&a.data)?;
     let kind = if a.model == ModelArg::ArVae {
         ModelKind::ArVae

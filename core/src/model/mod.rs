@@ -6,6 +6,7 @@
 //! Parameter names and shapes are fixed by [`crate::checkpoint::measure_vae_shapes`].
 
 pub mod adam;
+pub mod conv_vae;
 pub mod gru;
 pub mod loss;
 pub mod measure_vae;
