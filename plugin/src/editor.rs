@@ -31,7 +31,11 @@ pub struct ArvaeEditor {
 
 /// Builds the editor.
 pub fn create(params: Arc<ArvaeParams>, shared: Arc<UiShared>) -> Option<EguiEditor<ArvaeEditor>> {
-    let model_path = params.model_path.lock().map(|p| p.clone()).unwrap_or_default();
+    let model_path = params
+        .model_path
+        .lock()
+        .map(|p| p.clone())
+        .unwrap_or_default();
     let export_path = default_export_path().display().to_string();
     create_egui_editor(
         params.editor_state.clone(),
@@ -85,7 +89,12 @@ pub fn load_model_async(params: Arc<ArvaeParams>, shared: Arc<UiShared>, path: S
 }
 
 /// Writes the last `bars` played bars to `path` as a MIDI file; returns the status line.
-pub fn export_last_bars(params: &ArvaeParams, shared: &UiShared, bars: usize, path: &str) -> (String, bool) {
+pub fn export_last_bars(
+    params: &ArvaeParams,
+    shared: &UiShared,
+    bars: usize,
+    path: &str,
+) -> (String, bool) {
     let measures = shared.last_bars(bars);
     if measures.is_empty() {
         return ("Nothing played yet".into(), true);
@@ -109,7 +118,11 @@ fn knob(ui: &mut egui::Ui, param: &FloatParam, setter: &ParamSetter, size: f32) 
         setter.begin_set_parameter(param);
     }
     if resp.dragged() {
-        let fine = if ui.input(|i| i.modifiers.shift) { 0.2 } else { 1.0 };
+        let fine = if ui.input(|i| i.modifiers.shift) {
+            0.2
+        } else {
+            1.0
+        };
         let norm = (param.unmodulated_normalized_value() - resp.drag_delta().y / 250.0 * fine)
             .clamp(0.0, 1.0);
         setter.set_parameter_normalized(param, norm);
@@ -136,9 +149,15 @@ fn knob(ui: &mut egui::Ui, param: &FloatParam, setter: &ParamSetter, size: f32) 
             .collect()
     };
     p.circle_filled(c, r * 0.8, Color32::from_gray(45));
-    p.add(Shape::line(arc(0.0, 1.0), Stroke::new(6.0, Color32::from_gray(70))));
+    p.add(Shape::line(
+        arc(0.0, 1.0),
+        Stroke::new(6.0, Color32::from_gray(70)),
+    ));
     let v = param.unmodulated_normalized_value();
-    p.add(Shape::line(arc(0.0, v), Stroke::new(6.0, Color32::from_rgb(90, 170, 250))));
+    p.add(Shape::line(
+        arc(0.0, v),
+        Stroke::new(6.0, Color32::from_rgb(90, 170, 250)),
+    ));
     let a = start + sweep * v;
     p.line_segment(
         [c, c + Vec2::new(a.cos(), a.sin()) * r * 0.75],
@@ -163,12 +182,24 @@ fn piano_roll(ui: &mut egui::Ui, bars: [Option<Measure>; 2], size: Vec2) {
         .flatten()
         .flat_map(|m| m.onsets().map(|(_, p)| p))
         .collect::<Vec<_>>();
-    let lo = pitches.iter().copied().min().unwrap_or(60).saturating_sub(2);
-    let hi = pitches.iter().copied().max().unwrap_or(72).saturating_add(2).max(lo + 12);
+    let lo = pitches
+        .iter()
+        .copied()
+        .min()
+        .unwrap_or(60)
+        .saturating_sub(2);
+    let hi = pitches
+        .iter()
+        .copied()
+        .max()
+        .unwrap_or(72)
+        .saturating_add(2)
+        .max(lo + 12);
     let rows = (hi - lo + 1) as f32;
     let bar_w = rect.width() / 2.0;
-    let x_at = |bar: usize, beats: f64| rect.left() + bar as f32 * bar_w + (beats as f32 / 4.0) * bar_w;
-    for bar in 0..2 {
+    let x_at =
+        |bar: usize, beats: f64| rect.left() + bar as f32 * bar_w + (beats as f32 / 4.0) * bar_w;
+    for (bar, measure) in bars.iter().enumerate() {
         for beat in 0..4 {
             let x = x_at(bar, beat as f64);
             let w = if beat == 0 { 2.0 } else { 1.0 };
@@ -185,19 +216,29 @@ fn piano_roll(ui: &mut egui::Ui, bars: [Option<Measure>; 2], size: Vec2) {
             FontId::proportional(12.0),
             Color32::GRAY,
         );
-        let Some(m) = bars[bar] else { continue };
+        let Some(m) = measure else { continue };
         let t = m.tokens();
         for (i, pitch) in m.onsets() {
-            let end = (i + 1..TICKS_PER_MEASURE).find(|&j| t[j] != HOLD).unwrap_or(TICKS_PER_MEASURE);
+            let end = (i + 1..TICKS_PER_MEASURE)
+                .find(|&j| t[j] != HOLD)
+                .unwrap_or(TICKS_PER_MEASURE);
             let x0 = x_at(bar, tick_offset(i));
-            let x1 = if end == TICKS_PER_MEASURE { x_at(bar, 4.0) } else { x_at(bar, tick_offset(end)) };
+            let x1 = if end == TICKS_PER_MEASURE {
+                x_at(bar, 4.0)
+            } else {
+                x_at(bar, tick_offset(end))
+            };
             let row = (hi - pitch) as f32;
             let y0 = rect.top() + row / rows * rect.height();
             let note = Rect::from_min_max(
                 Pos2::new(x0 + 1.0, y0 + 1.0),
                 Pos2::new((x1 - 1.0).max(x0 + 3.0), y0 + rect.height() / rows - 1.0),
             );
-            let color = if bar == 0 { Color32::from_rgb(90, 170, 250) } else { Color32::from_rgb(150, 150, 190) };
+            let color = if bar == 0 {
+                Color32::from_rgb(90, 170, 250)
+            } else {
+                Color32::from_rgb(150, 150, 190)
+            };
             p.rect_filled(note, 2.0, color);
         }
     }
@@ -219,7 +260,11 @@ impl NiceEguiApp for ArvaeEditor {
         let setter = gui.param_setter();
         let params = self.params.clone();
         let shared = self.shared.clone();
-        let info = shared.model_info.lock().map(|i| i.clone()).unwrap_or_default();
+        let info = shared
+            .model_info
+            .lock()
+            .map(|i| i.clone())
+            .unwrap_or_default();
         ui.horizontal(|ui| {
             ui.heading("arvae");
             ui.label(format!("model: {} · data: {}", info.name, info.dataset));
@@ -234,11 +279,16 @@ impl NiceEguiApp for ArvaeEditor {
                     ui.set_width(200.0);
                     ui.label(egui::RichText::new(KNOBS[i].label).strong());
                     knob(ui, param, &setter, 150.0);
-                    let measured = KNOBS[i].from_attribute(shared.measured[i].load(Ordering::Relaxed));
+                    let measured =
+                        KNOBS[i].from_attribute(shared.measured[i].load(Ordering::Relaxed));
                     ui.label(format!("target {}", KNOBS[i].format(param.value())));
                     ui.label(format!("playing {}", KNOBS[i].format(measured)));
                     if let Some((lo, hi)) = info.calibrated[i] {
-                        ui.small(format!("model covers {} .. {}", KNOBS[i].format(lo), KNOBS[i].format(hi)));
+                        ui.small(format!(
+                            "model covers {} .. {}",
+                            KNOBS[i].format(lo),
+                            KNOBS[i].format(hi)
+                        ));
                     }
                 });
             }
@@ -254,7 +304,11 @@ impl NiceEguiApp for ArvaeEditor {
             "bar {} · late bars {}{}",
             shared.bar.load(Ordering::Relaxed) + 1,
             shared.late_bars.load(Ordering::Relaxed),
-            if shared.transform_active.load(Ordering::Relaxed) { " · transforming the captured bar" } else { "" }
+            if shared.transform_active.load(Ordering::Relaxed) {
+                " · transforming the captured bar"
+            } else {
+                ""
+            }
         ));
 
         ui.separator();
@@ -308,10 +362,15 @@ impl NiceEguiApp for ArvaeEditor {
         });
         let (status, error) = shared.status.lock().map(|s| s.clone()).unwrap_or_default();
         if !status.is_empty() {
-            let color = if error { Color32::from_rgb(255, 110, 110) } else { Color32::LIGHT_GREEN };
+            let color = if error {
+                Color32::from_rgb(255, 110, 110)
+            } else {
+                Color32::LIGHT_GREEN
+            };
             ui.colored_label(color, status);
         }
-        ui.ctx().request_repaint_after(std::time::Duration::from_millis(50));
+        ui.ctx()
+            .request_repaint_after(std::time::Duration::from_millis(50));
     }
 
     fn editor_closed(&mut self) {

@@ -11,6 +11,9 @@ use arvae_core::checkpoint::Calibration;
 use arvae_core::music::attributes::PITCH_SCALE;
 use arvae_core::music::Attribute;
 
+/// A host text-to-value callback.
+pub type StringToValue = Arc<dyn Fn(&str) -> Option<f32> + Send + Sync>;
+
 /// How one attribute is shown on its knob.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct KnobUnit {
@@ -105,7 +108,7 @@ impl KnobUnit {
     }
 
     /// The text-to-value callback for the host.
-    pub fn string_to_value(self) -> Arc<dyn Fn(&str) -> Option<f32> + Send + Sync> {
+    pub fn string_to_value(self) -> StringToValue {
         Arc::new(move |s| self.parse(s))
     }
 }
@@ -190,7 +193,9 @@ impl LatentMap {
             let dz = ((target - a1) * slope).min(EXTRAPOLATE * span);
             return z1 + dz;
         }
-        let i = k.partition_point(|&(a, _)| a <= target).clamp(1, k.len() - 1);
+        let i = k
+            .partition_point(|&(a, _)| a <= target)
+            .clamp(1, k.len() - 1);
         let (xa, za) = k[i - 1];
         let (xb, zb) = k[i];
         za + (target - xa) / (xb - xa) * (zb - za)

@@ -287,10 +287,7 @@ impl Plugin for ArvaePlugin {
                     key: Key::Number(k),
                     velocity,
                     ..
-                } if velocity > 0.0 => rt
-                    .playback
-                    .capture
-                    .note_on(p0 + timing as f64 * bps, k),
+                } if velocity > 0.0 => rt.playback.capture.note_on(p0 + timing as f64 * bps, k),
                 NoteEvent::NoteOn {
                     timing,
                     key: Key::Number(k),
@@ -300,10 +297,7 @@ impl Plugin for ArvaePlugin {
                     timing,
                     key: Key::Number(k),
                     ..
-                } => rt
-                    .playback
-                    .capture
-                    .note_off(p0 + timing as f64 * bps, k),
+                } => rt.playback.capture.note_off(p0 + timing as f64 * bps, k),
                 _ => {}
             }
         }

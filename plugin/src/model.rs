@@ -92,7 +92,9 @@ impl LoadedModel {
         let epochs = number(cfg, &["epochs"]);
         info.training = format!(
             "{} {}, latent {}{}",
-            cfg.get("model").and_then(Value::as_str).unwrap_or("measure-vae"),
+            cfg.get("model")
+                .and_then(Value::as_str)
+                .unwrap_or("measure-vae"),
             meta.model_kind,
             infer.latent(),
             epochs.map(|e| format!(", {e} epochs")).unwrap_or_default()
@@ -125,7 +127,8 @@ impl LoadedModel {
 
     /// The embedded default model.
     pub fn embedded() -> Result<Self, String> {
-        let ck = Checkpoint::from_bytes(DEFAULT_CHECKPOINT, DEFAULT_NAME).map_err(|e| e.to_string())?;
+        let ck =
+            Checkpoint::from_bytes(DEFAULT_CHECKPOINT, DEFAULT_NAME).map_err(|e| e.to_string())?;
         Self::from_checkpoint(&ck, DEFAULT_NAME)
     }
 
@@ -148,7 +151,11 @@ mod tests {
     fn embedded_model_loads_with_calibration() {
         let m = LoadedModel::embedded().unwrap();
         assert_eq!(m.dims, [0, 1, 2, 3]);
-        assert!(m.info.calibrated.iter().all(Option::is_some), "{:?}", m.info);
+        assert!(
+            m.info.calibrated.iter().all(Option::is_some),
+            "{:?}",
+            m.info
+        );
         assert!(!m.info.dataset.is_empty());
     }
 

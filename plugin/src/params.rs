@@ -138,11 +138,18 @@ impl Default for ArvaeParams {
             scale: EnumParam::new("Scale lock", ScaleLock::Off),
             root: EnumParam::new("Root", Root::C),
             velocity: int_param("Velocity", 100, 1, 127, |v| format!("{v}")),
-            gate: FloatParam::new("Gate", 90.0, FloatRange::Linear { min: 5.0, max: 100.0 })
-                .with_value_to_string(Arc::new(|v| format!("{v:.0} %")))
-                .with_string_to_value(Arc::new(|s| {
-                    s.trim().trim_end_matches('%').trim().parse().ok()
-                })),
+            gate: FloatParam::new(
+                "Gate",
+                90.0,
+                FloatRange::Linear {
+                    min: 5.0,
+                    max: 100.0,
+                },
+            )
+            .with_value_to_string(Arc::new(|v| format!("{v:.0} %")))
+            .with_string_to_value(Arc::new(|s| {
+                s.trim().trim_end_matches('%').trim().parse().ok()
+            })),
             channel: int_param("MIDI channel", 1, 1, 16, |v| format!("{v}")),
             model_path: Mutex::new(String::new()),
             held_bar: PersistedBar::default(),

@@ -152,7 +152,9 @@ impl Playback {
         };
         if newer {
             self.next = Some(d);
-            self.shared.next.store(Some(&self.pitch.measure(&d.measure)));
+            self.shared
+                .next
+                .store(Some(&self.pitch.measure(&d.measure)));
         }
     }
 

@@ -232,7 +232,9 @@ impl Sequencer {
             }
             let s = s as u32;
             match event {
-                Some(BarEvent { on: Some(pitch), .. }) => {
+                Some(BarEvent {
+                    on: Some(pitch), ..
+                }) => {
                     self.note_off(s, out);
                     out(NoteCmd::On { at: s, pitch });
                     self.sounding = Some(pitch);
@@ -298,6 +300,8 @@ mod tests {
             seq.process_block(b, &mut src, &mut |c| out.push((t, c)));
             t += block as u64;
         }
+        // Stop: the sounding note ends.
+        seq.reset(&mut |c| out.push((t, c)));
         out.into_iter()
             .map(|(t0, c)| match c {
                 NoteCmd::On { at, .. } | NoteCmd::Off { at, .. } => (t0 + at as u64, c),
@@ -314,6 +318,7 @@ mod tests {
                     .iter()
                     .filter(|(_, c)| matches!(c, NoteCmd::On { .. }))
                     .map(|(t, _)| *t)
+                    .filter(|&t| (t as f64) < 2.0 * 4.0 * 60.0 / tempo * 48_000.0 - 0.5)
                     .collect();
                 assert_eq!(ons.len(), 8, "block {block} tempo {tempo}");
                 let spb = 60.0 / tempo * 48_000.0;
@@ -367,7 +372,9 @@ mod tests {
         assert_eq!(src.1, vec![(0, true), (3, true)]);
         // Stop.
         out.clear();
-        seq.process_block(mk(13.0 + 512.0 / 24_000.0, true), &mut src, &mut |c| out.push(c));
+        seq.process_block(mk(13.0 + 512.0 / 24_000.0, true), &mut src, &mut |c| {
+            out.push(c)
+        });
         let sounding = seq.sounding();
         out.clear();
         seq.process_block(mk(13.1, false), &mut src, &mut |c| out.push(c));

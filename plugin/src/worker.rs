@@ -137,7 +137,12 @@ impl Worker {
             let n = self.model.infer.latent();
             let mut mean = vec![0.0; n];
             self.log_std.resize(n, 0.0);
-            if self.model.infer.encode(&m, &mut mean, &mut self.log_std).is_ok() {
+            if self
+                .model
+                .infer
+                .encode(&m, &mut mean, &mut self.log_std)
+                .is_ok()
+            {
                 self.source = Some(mean);
             }
         }
@@ -265,11 +270,36 @@ mod tests {
         latent_for(&m, None, &DecodeRequest { bar: 4, ..r }, &mut c);
         assert_ne!(a[4..], c[4..]);
         assert_eq!(a[..4], c[..4]);
-        latent_for(&m, None, &DecodeRequest { regen: Regen::OnChange, ..r }, &mut a);
-        latent_for(&m, None, &DecodeRequest { regen: Regen::OnChange, bar: 9, ..r }, &mut b);
+        latent_for(
+            &m,
+            None,
+            &DecodeRequest {
+                regen: Regen::OnChange,
+                ..r
+            },
+            &mut a,
+        );
+        latent_for(
+            &m,
+            None,
+            &DecodeRequest {
+                regen: Regen::OnChange,
+                bar: 9,
+                ..r
+            },
+            &mut b,
+        );
         assert_eq!(a, b);
         let source = vec![0.5; n];
-        latent_for(&m, Some(&source), &DecodeRequest { transform: true, ..r }, &mut a);
+        latent_for(
+            &m,
+            Some(&source),
+            &DecodeRequest {
+                transform: true,
+                ..r
+            },
+            &mut a,
+        );
         assert!(a[4..].iter().all(|&v| v == 0.5));
         assert_eq!(a[..4], c[..4]);
     }

@@ -22,7 +22,11 @@ fn assert_on_grid(notes: &[PlayedNote], origin: u64, end: u64, beats0: f64, temp
             .map(|b| origin as f64 + (b - beats0) * spb)
             .map(|s| (s - note.start as f64).abs())
             .fold(f64::INFINITY, f64::min);
-        assert!(best <= 1.0, "onset at sample {} is {best} samples off the grid", note.start);
+        assert!(
+            best <= 1.0,
+            "onset at sample {} is {best} samples off the grid",
+            note.start
+        );
         n += 1;
     }
     n
@@ -50,10 +54,17 @@ fn sixteen_bars_in_time_without_hanging_notes() {
             };
             s.run(stop, block as u64 * 2, block);
             let notes = notes(&s.events);
-            assert!(notes.len() >= 16, "{tempo} bpm, block {block}: {} notes", notes.len());
+            assert!(
+                notes.len() >= 16,
+                "{tempo} bpm, block {block}: {} notes",
+                notes.len()
+            );
             for n in &notes {
                 let end = n.end.expect("note without NoteOff");
-                assert!(end <= stop_at, "note {n:?} ends after the stop block start {stop_at}");
+                assert!(
+                    end <= stop_at,
+                    "note {n:?} ends after the stop block start {stop_at}"
+                );
                 assert!(n.pitch <= 127);
             }
             let on_grid = assert_on_grid(&notes, 0, len, 0.0, tempo);
@@ -206,7 +217,12 @@ fn knobs_move_their_attribute() {
     let model = LoadedModel::embedded().unwrap();
     let mut s = Session::new(1024, true, None);
     s.set_plain("Variation", 11.0, 0.0, 9999.0);
-    let names = ["Rhythmic complexity", "Pitch range", "Note density", "Contour"];
+    let names = [
+        "Rhythmic complexity",
+        "Pitch range",
+        "Note density",
+        "Contour",
+    ];
     let mut matrix = [[0.0f64; 4]; 4];
     for (i, name) in names.iter().enumerate() {
         let k = KNOBS[i];
@@ -253,7 +269,10 @@ fn knobs_move_their_attribute() {
         );
     }
     println!("Spearman rho, knob (rows) vs measured attribute of the played bars (columns):");
-    println!("{:>22} {:>8} {:>8} {:>8} {:>8}", "", "rhythm", "range", "density", "contour");
+    println!(
+        "{:>22} {:>8} {:>8} {:>8} {:>8}",
+        "", "rhythm", "range", "density", "contour"
+    );
     for (i, row) in matrix.iter().enumerate() {
         println!(
             "{:>22} {:>8.3} {:>8.3} {:>8.3} {:>8.3}",
@@ -312,8 +331,10 @@ fn restored_session_plays_the_same_bars() {
     // A keeps playing: bars 4..12 (a jump-free continuation).
     let origin_a = a.now;
     a.run(t4, eight, 512);
-    let next_a: Vec<(u64, bool, u8)> =
-        a.events[split..].iter().map(|&(t, on, p)| (t - origin_a, on, p)).collect();
+    let next_a: Vec<(u64, bool, u8)> = a.events[split..]
+        .iter()
+        .map(|&(t, on, p)| (t - origin_a, on, p))
+        .collect();
     // B: a fresh instance restored from the saved state plays bars 4..12.
     let mut b = Session::new(1024, true, Some(&state));
     b.run(t4, eight, 512);
@@ -323,7 +344,11 @@ fn restored_session_plays_the_same_bars() {
     let strip = |v: &[(u64, bool, u8)]| -> Vec<(u64, bool, u8)> {
         v.iter().copied().filter(|e| e.0 > 0 || e.1).collect()
     };
-    assert_eq!(strip(&next_a), strip(&next_b), "restored instance plays different bars");
+    assert_eq!(
+        strip(&next_a),
+        strip(&next_b),
+        "restored instance plays different bars"
+    );
     // The captured bar matters: without it (no transform) the bars differ.
     let mut c = Session::new(1024, true, None);
     c.set_plain("Variation", 42.0, 0.0, 9999.0);
@@ -333,7 +358,11 @@ fn restored_session_plays_the_same_bars() {
     println!(
         "restored: {} events identical over 8 bars; without the captured bar they {}",
         next_b.len(),
-        if strip(&c.events) == strip(&next_b) { "are the same" } else { "differ" }
+        if strip(&c.events) == strip(&next_b) {
+            "are the same"
+        } else {
+            "differ"
+        }
     );
 }
 
@@ -341,13 +370,15 @@ fn restored_session_plays_the_same_bars() {
 fn bad_model_file_keeps_the_plugin_playing() {
     let mut a = Session::new(512, true, None);
     let state = a.save();
-    let mut json: serde_json::Value = serde_json::from_slice(&state).expect("state is JSON");
+    // nice-plug's CLAP state: a little-endian u64 length, then the JSON.
+    let mut json: serde_json::Value = serde_json::from_slice(&state[8..]).expect("state is JSON");
     let bad = std::env::temp_dir().join(format!("arvae-bad-{}.safetensors", std::process::id()));
     std::fs::write(&bad, b"definitely not safetensors").unwrap();
-    json["fields"]["model-path"] = serde_json::Value::String(
-        serde_json::to_string(&bad.display().to_string()).unwrap(),
-    );
-    let state = serde_json::to_vec(&json).unwrap();
+    json["fields"]["model-path"] =
+        serde_json::Value::String(serde_json::to_string(&bad.display().to_string()).unwrap());
+    let body = serde_json::to_vec(&json).unwrap();
+    let mut state = (body.len() as u64).to_le_bytes().to_vec();
+    state.extend(body);
     let mut b = Session::new(512, true, Some(&state));
     b.run(
         Transport {
@@ -359,5 +390,8 @@ fn bad_model_file_keeps_the_plugin_playing() {
         512,
     );
     std::fs::remove_file(&bad).ok();
-    assert!(!notes(&b.events).is_empty(), "no notes with a bad model path");
+    assert!(
+        !notes(&b.events).is_empty(),
+        "no notes with a bad model path"
+    );
 }

@@ -127,19 +127,22 @@ impl Session {
         let factory = entry.get_plugin_factory().expect("plugin factory");
         let desc = factory
             .plugin_descriptors()
-            .find(|d| d.id().is_some_and(|id| id.to_bytes() == b"org.arvae.melody"))
+            .find(|d| {
+                d.id()
+                    .is_some_and(|id| id.to_bytes() == b"org.arvae.melody")
+            })
             .expect("arvae descriptor");
         let id = CString::from(desc.id().unwrap());
         let info = HostInfo::new("arvae-test", "arvae", "https://example.invalid", "0.1").unwrap();
-        let mut instance =
-            PluginInstance::<Host>::new(|_| HostShared, |_| (), entry, &id, &info).expect("instance");
+        let mut instance = PluginInstance::<Host>::new(|_| HostShared, |_| (), entry, &id, &info)
+            .expect("instance");
         let mut ids = HashMap::new();
         {
-            let mut h = instance.plugin_handle();
+            let h = instance.plugin_handle();
             let params: PluginParams = h.get_extension().expect("params extension");
             let mut buf = ParamInfoBuffer::new();
-            for i in 0..params.count(&mut h) {
-                let p = params.get_info(&mut h, i, &mut buf).expect("param info");
+            for i in 0..params.count(&h) {
+                let p = params.get_info(&h, i, &mut buf).expect("param info");
                 ids.insert(
                     String::from_utf8_lossy(p.name).into_owned(),
                     (p.id, p.min_value, p.max_value),
@@ -147,11 +150,11 @@ impl Session {
             }
             if let Some(state) = state {
                 let st: PluginState = h.get_extension().expect("state extension");
-                st.load(&mut h, &mut &state[..]).expect("load state");
+                st.load(&h, &mut &state[..]).expect("load state");
             }
             if offline {
                 let r: PluginRender = h.get_extension().expect("render extension");
-                r.set(&mut h, RenderMode::Offline).expect("offline render");
+                r.set(&h, RenderMode::Offline).expect("offline render");
             }
         }
         let cfg = PluginAudioConfiguration {
@@ -174,16 +177,19 @@ impl Session {
 
     /// Saves the plugin state.
     pub fn save(&mut self) -> Vec<u8> {
-        let mut h = self.instance.plugin_handle();
+        let h = self.instance.plugin_handle();
         let st: PluginState = h.get_extension().expect("state extension");
         let mut out = Vec::new();
-        st.save(&mut h, &mut out).expect("save state");
+        st.save(&h, &mut out).expect("save state");
         out
     }
 
     /// Sets a parameter by name to a normalized value (0..1) with the next block.
     pub fn set_normalized(&mut self, name: &str, normalized: f64) {
-        let (id, min, max) = *self.ids.get(name).unwrap_or_else(|| panic!("no parameter {name}"));
+        let (id, min, max) = *self
+            .ids
+            .get(name)
+            .unwrap_or_else(|| panic!("no parameter {name}"));
         self.pending_params
             .push((id, min + (max - min) * normalized.clamp(0.0, 1.0)));
     }
@@ -314,7 +320,11 @@ pub fn notes(events: &[NoteEv]) -> Vec<PlayedNote> {
     for &(t, on, pitch) in events {
         if on {
             if let Some(last) = out.last() {
-                assert!(last.end.is_some(), "NoteOn {pitch} at {t} while {} sounds", last.pitch);
+                assert!(
+                    last.end.is_some(),
+                    "NoteOn {pitch} at {t} while {} sounds",
+                    last.pitch
+                );
             }
             out.push(PlayedNote {
                 start: t,
@@ -323,8 +333,13 @@ pub fn notes(events: &[NoteEv]) -> Vec<PlayedNote> {
                 channel: 0,
             });
         } else {
-            let last = out.last_mut().unwrap_or_else(|| panic!("NoteOff {pitch} at {t} with nothing sounding"));
-            assert!(last.end.is_none(), "NoteOff {pitch} at {t} with nothing sounding");
+            let last = out
+                .last_mut()
+                .unwrap_or_else(|| panic!("NoteOff {pitch} at {t} with nothing sounding"));
+            assert!(
+                last.end.is_none(),
+                "NoteOff {pitch} at {t} with nothing sounding"
+            );
             assert_eq!(last.pitch, pitch, "NoteOff pitch at {t}");
             assert!(t >= last.start);
             last.end = Some(t);
@@ -335,7 +350,12 @@ pub fn notes(events: &[NoteEv]) -> Vec<PlayedNote> {
 
 /// Rebuilds the measures played from notes: bar `b` covers samples from `origin` + b bars.
 /// Onsets are snapped to the nearest grid tick.
-pub fn measures_from_notes(notes: &[PlayedNote], origin: u64, tempo: f64, bars: usize) -> Vec<Measure> {
+pub fn measures_from_notes(
+    notes: &[PlayedNote],
+    origin: u64,
+    tempo: f64,
+    bars: usize,
+) -> Vec<Measure> {
     let spb = 60.0 / tempo * SAMPLE_RATE;
     let mut out = vec![[HOLD; TICKS_PER_MEASURE]; bars];
     for m in out.iter_mut() {
