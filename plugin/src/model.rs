@@ -1,0 +1,173 @@
+//! The model the plugin plays: the embedded default checkpoint or a file the user loads, with
+//! its calibration maps and a summary for the editor.
+
+use std::path::Path;
+
+use arvae_core::checkpoint::Checkpoint;
+use arvae_core::infer::InferModel;
+use arvae_core::music::Attribute;
+use serde_json::Value;
+
+use crate::knobs::LatentMap;
+
+/// The default checkpoint, embedded in the plugin binary. Swap the model by replacing this one
+/// file (`plugin/assets/default.safetensors`) and rebuilding.
+pub static DEFAULT_CHECKPOINT: &[u8] = include_bytes!("../assets/default.safetensors");
+
+/// Name shown for the embedded model.
+pub const DEFAULT_NAME: &str = "embedded default";
+
+/// What the editor shows about a model.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ModelInfo {
+    /// File name, or [`DEFAULT_NAME`].
+    pub name: String,
+    /// Dataset id and collection.
+    pub dataset: String,
+    /// Training summary (model kind, epochs).
+    pub training: String,
+    /// Evaluation summary (metrics), if the checkpoint was evaluated.
+    pub metrics: String,
+    /// Calibrated range of each attribute in knob units (lowest, highest); `None` without
+    /// calibration.
+    pub calibrated: [Option<(f32, f32)>; 4],
+}
+
+/// A ready-to-run model: decoder, calibration maps and info.
+pub struct LoadedModel {
+    /// The allocation-free encoder/decoder.
+    pub infer: InferModel,
+    /// Attribute target -> latent value, per attribute in [`Attribute::ALL`] order.
+    pub maps: [LatentMap; 4],
+    /// Regularized latent dimension of each attribute.
+    pub dims: [usize; 4],
+    /// Summary for the editor.
+    pub info: ModelInfo,
+}
+
+fn number(v: &Value, path: &[&str]) -> Option<f64> {
+    let mut v = v;
+    for p in path {
+        v = v.get(p)?;
+    }
+    v.as_f64()
+}
+
+impl LoadedModel {
+    /// Builds the model from a parsed checkpoint; `name` is shown in the editor.
+    pub fn from_checkpoint(ck: &Checkpoint, name: &str) -> Result<Self, String> {
+        let infer = InferModel::from_checkpoint(ck).map_err(|e| format!("{name}: {e}"))?;
+        let meta = &ck.meta;
+        let mut dims = [0usize; 4];
+        let mut maps = Attribute::ALL.map(LatentMap::fallback);
+        let mut info = ModelInfo {
+            name: name.to_string(),
+            dataset: format!("{} ({})", meta.dataset.id, meta.dataset.collection),
+            ..ModelInfo::default()
+        };
+        for (i, a) in Attribute::ALL.iter().enumerate() {
+            let dim = meta
+                .attributes
+                .iter()
+                .find(|d| d.name == a.name())
+                .map(|d| d.latent_dim)
+                .ok_or_else(|| format!("{name}: attribute {} is not regularized", a.name()))?;
+            if dim >= infer.latent() {
+                return Err(format!("{name}: latent dimension {dim} out of range"));
+            }
+            dims[i] = dim;
+            if let Some(map) = meta
+                .calibration
+                .iter()
+                .find(|c| c.attribute == a.name() && c.latent_dim == dim)
+                .and_then(LatentMap::from_calibration)
+            {
+                let k = crate::knobs::KNOBS[i];
+                let (lo, hi) = map.attribute_range();
+                info.calibrated[i] = Some((k.from_attribute(lo), k.from_attribute(hi)));
+                maps[i] = map;
+            }
+        }
+        let cfg = &meta.training["config"];
+        let epochs = number(cfg, &["epochs"]);
+        info.training = format!(
+            "{} {}, latent {}{}",
+            cfg.get("model")
+                .and_then(Value::as_str)
+                .unwrap_or("measure-vae"),
+            meta.model_kind,
+            infer.latent(),
+            epochs.map(|e| format!(", {e} epochs")).unwrap_or_default()
+        );
+        if let Some(ev) = &meta.evaluation {
+            let m = &ev["metrics"];
+            let acc = number(ev, &["reconstruction_accuracy"]);
+            let parts: Vec<String> = [
+                ("interpretability", "interpretability_mean"),
+                ("MIG", "mig_mean"),
+                ("SAP", "sap_mean"),
+                ("SCC", "scc_mean"),
+                ("modularity", "modularity"),
+            ]
+            .iter()
+            .filter_map(|(label, key)| number(m, &[key]).map(|v| format!("{label} {v:.3}")))
+            .chain(acc.map(|a| format!("reconstruction {:.1} %", 100.0 * a)))
+            .collect();
+            info.metrics = parts.join(", ");
+        } else {
+            info.metrics = "not evaluated".into();
+        }
+        Ok(LoadedModel {
+            infer,
+            maps,
+            dims,
+            info,
+        })
+    }
+
+    /// The embedded default model.
+    pub fn embedded() -> Result<Self, String> {
+        let ck =
+            Checkpoint::from_bytes(DEFAULT_CHECKPOINT, DEFAULT_NAME).map_err(|e| e.to_string())?;
+        Self::from_checkpoint(&ck, DEFAULT_NAME)
+    }
+
+    /// A checkpoint file; the error names the file and what is wrong.
+    pub fn from_file(path: &Path) -> Result<Self, String> {
+        let ck = Checkpoint::load(path).map_err(|e| e.to_string())?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| path.display().to_string());
+        Self::from_checkpoint(&ck, &name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_model_loads_with_calibration() {
+        let m = LoadedModel::embedded().unwrap();
+        assert_eq!(m.dims, [0, 1, 2, 3]);
+        assert!(
+            m.info.calibrated.iter().all(Option::is_some),
+            "{:?}",
+            m.info
+        );
+        assert!(!m.info.dataset.is_empty());
+    }
+
+    #[test]
+    fn bad_file_is_an_error_naming_it() {
+        let dir = std::env::temp_dir().join(format!("arvae-plugin-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("broken.safetensors");
+        std::fs::write(&p, b"not a checkpoint").unwrap();
+        let e = LoadedModel::from_file(&p).err().unwrap();
+        assert!(e.contains("broken.safetensors"), "{e}");
+        assert!(LoadedModel::from_file(&dir.join("missing.safetensors")).is_err());
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

@@ -1,0 +1,397 @@
+//! The built plugin in a real CLAP host (clack-host): timing, no hanging notes, knob response,
+//! session state and a bad model file. See `common/mod.rs` for how the plugin is found.
+
+mod common;
+
+use arvae_core::music::attributes::attributes;
+use arvae_core::music::token::tick_offset;
+use arvae_plugin::knobs::KNOBS;
+use arvae_plugin::model::LoadedModel;
+use common::*;
+
+/// Asserts every onset in `events[from..]` lies on the 24-tick grid within 1 sample, for a
+/// segment that starts at absolute sample `origin` at beat `beats0` and runs at `tempo`.
+fn assert_on_grid(notes: &[PlayedNote], origin: u64, end: u64, beats0: f64, tempo: f64) -> usize {
+    let spb = 60.0 / tempo * SAMPLE_RATE;
+    let mut n = 0;
+    for note in notes.iter().filter(|n| n.start >= origin && n.start < end) {
+        let beats = beats0 + (note.start - origin) as f64 / spb;
+        let bar = (beats / 4.0).floor();
+        let best = (0..=24)
+            .map(|t| bar * 4.0 + if t == 24 { 4.0 } else { tick_offset(t) })
+            .map(|b| origin as f64 + (b - beats0) * spb)
+            .map(|s| (s - note.start as f64).abs())
+            .fold(f64::INFINITY, f64::min);
+        assert!(
+            best <= 1.0,
+            "onset at sample {} is {best} samples off the grid",
+            note.start
+        );
+        n += 1;
+    }
+    n
+}
+
+#[test]
+fn sixteen_bars_in_time_without_hanging_notes() {
+    for tempo in [120.0, 97.0] {
+        for block in [64u32, 512, 1000] {
+            let mut s = Session::new(1000, false, None);
+            s.set_plain("Variation", 3.0, 0.0, 9999.0);
+            let len = Session::bar_samples(16.0, tempo);
+            let play = Transport {
+                playing: true,
+                tempo,
+                start_beats: 0.0,
+            };
+            s.run(play, len, block);
+            // Stop: every note must end in the stop block.
+            let stop_at = s.now;
+            let stop = Transport {
+                playing: false,
+                tempo,
+                start_beats: 64.0,
+            };
+            s.run(stop, block as u64 * 2, block);
+            let notes = notes(&s.events);
+            assert!(
+                notes.len() >= 16,
+                "{tempo} bpm, block {block}: {} notes",
+                notes.len()
+            );
+            for n in &notes {
+                let end = n.end.expect("note without NoteOff");
+                assert!(
+                    end <= stop_at,
+                    "note {n:?} ends after the stop block start {stop_at}"
+                );
+                assert!(n.pitch <= 127);
+            }
+            let on_grid = assert_on_grid(&notes, 0, len, 0.0, tempo);
+            assert_eq!(on_grid, notes.len());
+            // Bars are filled: notes reach the last bar.
+            let last_bar_start = Session::bar_samples(15.0, tempo);
+            assert!(notes.iter().any(|n| n.start >= last_bar_start));
+            let (lo, hi) = notes
+                .iter()
+                .fold((127, 0), |(lo, hi), n| (lo.min(n.pitch), hi.max(n.pitch)));
+            println!(
+                "{tempo} bpm, block {block}: {} notes over 16 bars, pitches {lo}..={hi}",
+                notes.len()
+            );
+        }
+    }
+}
+
+#[test]
+fn tempo_change_loop_jump_and_stop_leave_no_hanging_note() {
+    let block = 512;
+    let mut s = Session::new(1024, false, None);
+    // Two bars at 120, then 97 from where it is (continuous position), then a loop jump back
+    // to bar 1 in the middle of a bar, then stop mid-note.
+    let a = Session::bar_samples(2.0, 120.0) + 300;
+    s.run(
+        Transport {
+            playing: true,
+            tempo: 120.0,
+            start_beats: 0.0,
+        },
+        a,
+        block,
+    );
+    let beats_a = a as f64 * 120.0 / 60.0 / SAMPLE_RATE;
+    let b_start = s.now;
+    let b = Session::bar_samples(1.5, 97.0) + 77;
+    s.run(
+        Transport {
+            playing: true,
+            tempo: 97.0,
+            start_beats: beats_a,
+        },
+        b,
+        block,
+    );
+    let jump_at = s.now;
+    let sounding_before_jump = {
+        let n = notes(&s.events);
+        n.last().is_some_and(|l| l.end.is_none())
+    };
+    let c = Session::bar_samples(2.25, 97.0);
+    s.run(
+        Transport {
+            playing: true,
+            tempo: 97.0,
+            start_beats: 4.5,
+        },
+        c,
+        block,
+    );
+    let stop_at = s.now;
+    s.run(
+        Transport {
+            playing: false,
+            tempo: 97.0,
+            start_beats: 4.5 + 2.25 * 4.0,
+        },
+        block as u64,
+        block,
+    );
+    let notes = notes(&s.events);
+    for n in &notes {
+        let end = n.end.expect("hanging note");
+        assert!(end <= stop_at);
+    }
+    if sounding_before_jump {
+        assert!(
+            notes.iter().any(|n| n.end == Some(jump_at)),
+            "the note sounding at the jump ends at the jump"
+        );
+    }
+    assert_on_grid(&notes, 0, b_start, 0.0, 120.0);
+    assert_on_grid(&notes, b_start, jump_at, beats_a, 97.0);
+    assert_on_grid(&notes, jump_at, stop_at, 4.5, 97.0);
+    println!(
+        "{} notes across tempo change, loop jump and stop",
+        notes.len()
+    );
+}
+
+/// Spearman rank correlation (average ranks for ties); 0 when one side is constant.
+fn spearman(x: &[f64], y: &[f64]) -> f64 {
+    fn ranks(v: &[f64]) -> Vec<f64> {
+        let mut idx: Vec<usize> = (0..v.len()).collect();
+        idx.sort_by(|&a, &b| v[a].total_cmp(&v[b]));
+        let mut r = vec![0.0; v.len()];
+        let mut i = 0;
+        while i < idx.len() {
+            let mut j = i;
+            while j + 1 < idx.len() && v[idx[j + 1]] == v[idx[i]] {
+                j += 1;
+            }
+            for k in i..=j {
+                r[idx[k]] = (i + j) as f64 / 2.0;
+            }
+            i = j + 1;
+        }
+        r
+    }
+    let (rx, ry) = (ranks(x), ranks(y));
+    let n = x.len() as f64;
+    let (mx, my) = (rx.iter().sum::<f64>() / n, ry.iter().sum::<f64>() / n);
+    let cov: f64 = rx.iter().zip(&ry).map(|(a, b)| (a - mx) * (b - my)).sum();
+    let vx: f64 = rx.iter().map(|a| (a - mx).powi(2)).sum();
+    let vy: f64 = ry.iter().map(|b| (b - my).powi(2)).sum();
+    if vx == 0.0 || vy == 0.0 {
+        0.0
+    } else {
+        cov / (vx * vy).sqrt()
+    }
+}
+
+/// Whether the knob-response targets are asserted: `ARVAE_KNOB_TARGETS=1` forces them,
+/// `=0` turns them off; otherwise they are asserted when the embedded model was trained for at
+/// least 20 epochs (the dev checkpoint has 1).
+fn knob_targets_apply() -> (bool, String) {
+    match std::env::var("ARVAE_KNOB_TARGETS").ok().as_deref() {
+        Some("1") => return (true, "ARVAE_KNOB_TARGETS=1".into()),
+        Some("0") => return (false, "ARVAE_KNOB_TARGETS=0".into()),
+        _ => {}
+    }
+    let ck = arvae_core::checkpoint::Checkpoint::from_bytes(
+        arvae_plugin::model::DEFAULT_CHECKPOINT,
+        "embedded",
+    )
+    .unwrap();
+    let epochs = ck.meta.training["config"]["epochs"].as_u64().unwrap_or(0);
+    (
+        epochs >= 20,
+        format!("embedded model trained for {epochs} epochs (asserted from 20)"),
+    )
+}
+
+#[test]
+fn knobs_move_their_attribute() {
+    let tempo = 120.0;
+    let bars = 8;
+    let positions = 9;
+    let model = LoadedModel::embedded().unwrap();
+    let mut s = Session::new(1024, true, None);
+    s.set_plain("Variation", 11.0, 0.0, 9999.0);
+    let names = [
+        "Rhythmic complexity",
+        "Pitch range",
+        "Note density",
+        "Contour",
+    ];
+    let mut matrix = [[0.0f64; 4]; 4];
+    for (i, name) in names.iter().enumerate() {
+        let k = KNOBS[i];
+        // Sweep the part of the knob the model was calibrated on.
+        let (lo, hi) = model.info.calibrated[i].unwrap_or((k.min, k.max));
+        let (lo, hi) = (lo.max(k.min), hi.min(k.max));
+        let mut knob_values = Vec::new();
+        let mut measured: [Vec<f64>; 4] = Default::default();
+        for j in 0..positions {
+            let v = lo + (hi - lo) * (0.05 + 0.9 * j as f32 / (positions - 1) as f32);
+            // Other knobs at their defaults.
+            for (o, other) in names.iter().enumerate() {
+                let val = if o == i { v } else { KNOBS[o].default };
+                s.set_plain(other, val as f64, KNOBS[o].min as f64, KNOBS[o].max as f64);
+            }
+            let origin = s.now;
+            // Jump back to bar 0 so every position plays the same bar indices.
+            s.run(
+                Transport {
+                    playing: true,
+                    tempo,
+                    start_beats: 0.0,
+                },
+                Session::bar_samples(bars as f64, tempo),
+                1024,
+            );
+            let played = notes(&s.events);
+            let ms = measures_from_notes(&played, origin, tempo, bars);
+            for m in &ms {
+                let a = attributes(m);
+                knob_values.push(v as f64);
+                for (q, av) in a.iter().enumerate() {
+                    measured[q].push(*av as f64);
+                }
+            }
+        }
+        for q in 0..4 {
+            matrix[i][q] = spearman(&knob_values, &measured[q]);
+        }
+        println!(
+            "{name}: swept {} .. {}",
+            k.format(lo + 0.05 * (hi - lo)),
+            k.format(hi - 0.05 * (hi - lo))
+        );
+    }
+    println!("Spearman rho, knob (rows) vs measured attribute of the played bars (columns):");
+    println!(
+        "{:>22} {:>8} {:>8} {:>8} {:>8}",
+        "", "rhythm", "range", "density", "contour"
+    );
+    for (i, row) in matrix.iter().enumerate() {
+        println!(
+            "{:>22} {:>8.3} {:>8.3} {:>8.3} {:>8.3}",
+            names[i], row[0], row[1], row[2], row[3]
+        );
+    }
+    let (apply, why) = knob_targets_apply();
+    let targets = [0.8, 0.9, 0.9, 0.9];
+    let pass: Vec<bool> = (0..4).map(|i| matrix[i][i] >= targets[i]).collect();
+    println!("targets (rho >= 0.8 rhythm, 0.9 others) met: {pass:?}; asserted: {apply} ({why})");
+    if apply {
+        for i in 0..4 {
+            assert!(
+                matrix[i][i] >= targets[i],
+                "{}: rho {:.3} < {}",
+                names[i],
+                matrix[i][i],
+                targets[i]
+            );
+        }
+    }
+}
+
+#[test]
+fn restored_session_plays_the_same_bars() {
+    let tempo = 120.0;
+    let mut a = Session::new(1024, true, None);
+    a.set_plain("Variation", 42.0, 0.0, 9999.0);
+    a.set_plain("Note density", 9.0, 1.0, 16.0);
+    a.set_plain("Transpose", 3.0, -24.0, 24.0);
+    a.set_normalized("Transform", 1.0);
+    // Play a melody into it during bar 0 (transform mode captures and encodes it).
+    let spb = 60.0 / tempo * SAMPLE_RATE;
+    for (beat, pitch) in [(0.0, 60u8), (1.0, 64), (1.5, 67), (2.0, 72), (3.0, 71)] {
+        let on = (beat * spb) as u64;
+        a.input.push((on, true, pitch));
+        a.input.push((on + (0.4 * spb) as u64, false, pitch));
+    }
+    a.run(
+        Transport {
+            playing: true,
+            tempo,
+            start_beats: 0.0,
+        },
+        Session::bar_samples(4.0, tempo),
+        512,
+    );
+    let state = a.save();
+    let split = a.events.len();
+    let t4 = Transport {
+        playing: true,
+        tempo,
+        start_beats: 16.0,
+    };
+    let eight = Session::bar_samples(8.0, tempo);
+    // A keeps playing: bars 4..12 (a jump-free continuation).
+    let origin_a = a.now;
+    a.run(t4, eight, 512);
+    let next_a: Vec<(u64, bool, u8)> = a.events[split..]
+        .iter()
+        .map(|&(t, on, p)| (t - origin_a, on, p))
+        .collect();
+    // B: a fresh instance restored from the saved state plays bars 4..12.
+    let mut b = Session::new(1024, true, Some(&state));
+    b.run(t4, eight, 512);
+    let next_b: Vec<(u64, bool, u8)> = b.events.clone();
+    assert!(next_a.len() >= 16, "{} events", next_a.len());
+    // A note sounding across the save point is the only possible difference at the start.
+    let strip = |v: &[(u64, bool, u8)]| -> Vec<(u64, bool, u8)> {
+        v.iter().copied().filter(|e| e.0 > 0 || e.1).collect()
+    };
+    assert_eq!(
+        strip(&next_a),
+        strip(&next_b),
+        "restored instance plays different bars"
+    );
+    // The captured bar matters: without it (no transform) the bars differ.
+    let mut c = Session::new(1024, true, None);
+    c.set_plain("Variation", 42.0, 0.0, 9999.0);
+    c.set_plain("Note density", 9.0, 1.0, 16.0);
+    c.set_plain("Transpose", 3.0, -24.0, 24.0);
+    c.run(t4, eight, 512);
+    println!(
+        "restored: {} events identical over 8 bars; without the captured bar they {}",
+        next_b.len(),
+        if strip(&c.events) == strip(&next_b) {
+            "are the same"
+        } else {
+            "differ"
+        }
+    );
+}
+
+#[test]
+fn bad_model_file_keeps_the_plugin_playing() {
+    let mut a = Session::new(512, true, None);
+    let state = a.save();
+    // nice-plug's CLAP state: a little-endian u64 length, then the JSON.
+    let mut json: serde_json::Value = serde_json::from_slice(&state[8..]).expect("state is JSON");
+    let bad = std::env::temp_dir().join(format!("arvae-bad-{}.safetensors", std::process::id()));
+    std::fs::write(&bad, b"definitely not safetensors").unwrap();
+    json["fields"]["model-path"] =
+        serde_json::Value::String(serde_json::to_string(&bad.display().to_string()).unwrap());
+    let body = serde_json::to_vec(&json).unwrap();
+    let mut state = (body.len() as u64).to_le_bytes().to_vec();
+    state.extend(body);
+    let mut b = Session::new(512, true, Some(&state));
+    b.run(
+        Transport {
+            playing: true,
+            tempo: 120.0,
+            start_beats: 0.0,
+        },
+        Session::bar_samples(2.0, 120.0),
+        512,
+    );
+    std::fs::remove_file(&bad).ok();
+    assert!(
+        !notes(&b.events).is_empty(),
+        "no notes with a bad model path"
+    );
+}
