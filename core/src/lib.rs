@@ -5,6 +5,7 @@
 //! - [`data`]: dataset building (collections, transpositions, splits) and the dataset file.
 //! - [`metrics`]: disentanglement metrics (KSG mutual information, Interpretability, MIG, ...).
 //! - [`model`]: MeasureVAE in candle, the losses, Adam and one training step (feature `train`).
+//! - [`native`]: the hand-written CPU training engine for MeasureVAE (feature `native`).
 //! - [`training`]: the epoch loop, checkpoints per epoch, calibration (feature `train`).
 //! - [`checkpoint`]: the single-file checkpoint (safetensors + JSON metadata), candle-free.
 //! - [`infer`]: allocation-free encoder and greedy decoder on plain f32 weights, candle-free.
@@ -16,5 +17,7 @@ pub mod metrics;
 #[cfg(feature = "train")]
 pub mod model;
 pub mod music;
+#[cfg(feature = "native")]
+pub mod native;
 #[cfg(feature = "train")]
 pub mod training;
