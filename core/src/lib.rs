@@ -5,6 +5,7 @@
 //! - [`data`]: dataset building (collections, transpositions, splits) and the dataset file.
 //! - [`metrics`]: disentanglement metrics (KSG mutual information, Interpretability, MIG, ...).
 //! - [`model`]: MeasureVAE in candle, the losses, Adam and one training step (feature `train`).
+//! - [`native`]: the hand-written CPU training engine for MeasureVAE (feature `native`).
 //! - [`training`]: the epoch loop, checkpoints per epoch, calibration (feature `train`).
 //! - [`image_model`]: the convolutional VAEs of the paper's Table 2 as a checkpoint contract.
 //! - [`image_training`]: training and evaluation of the image VAEs (feature `train`).
@@ -21,5 +22,7 @@ pub mod metrics;
 #[cfg(feature = "train")]
 pub mod model;
 pub mod music;
+#[cfg(feature = "native")]
+pub mod native;
 #[cfg(feature = "train")]
 pub mod training;

@@ -12,6 +12,7 @@ use crate::model::{
 use crate::model::{MeasureVae, MeasureVaeConfig, RegularizedDim};
 use crate::music::attributes::Attribute;
 use crate::music::Measure;
+use crate::native::{dataset_batch, NativeEngine, NativeLoss};
 use candle_core::{Device, Tensor};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -29,6 +30,18 @@ pub enum ModelKind {
     ArVae,
     /// β-VAE baseline.
     BetaVae,
+}
+
+/// Which implementation runs the training steps. Both train the same model with the same
+/// randomness from the same seed; checkpoints and `--resume` work across them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Engine {
+    /// The hand-written CPU engine ([`crate::native`]), several times faster on the CPU.
+    #[default]
+    Native,
+    /// candle autograd (any device, CUDA included).
+    Candle,
 }
 
 /// Everything that defines a training run (DESIGN.md §6 defaults for music).
@@ -58,6 +71,10 @@ pub struct TrainConfig {
     pub max_train_measures: Option<usize>,
     /// Validate on at most this many measures (a fixed subset).
     pub max_val_measures: Option<usize>,
+    /// The implementation that trains (CPU only for [`Engine::Native`]); a resumed run may
+    /// switch engines.
+    #[serde(default)]
+    pub engine: Engine,
 }
 
 impl TrainConfig {
@@ -80,6 +97,7 @@ impl TrainConfig {
             },
             max_train_measures: None,
             max_val_measures: Some(8192),
+            engine: Engine::default(),
         }
     }
 
@@ -275,6 +293,24 @@ pub fn evaluate(
         mean.add(&eval_step(model, &b, loss, &mut rng)?);
     }
     Ok(mean.mean())
+}
+
+/// [`evaluate`] on the native engine (the same batches and eps draws).
+fn evaluate_native(
+    engine: &mut NativeEngine,
+    ds: &Dataset,
+    idx: &[usize],
+    loss: &NativeLoss,
+    batch_size: usize,
+    seed: u64,
+) -> LossValues {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut mean = Mean::default();
+    for chunk in idx.chunks(batch_size) {
+        let (tokens, attrs) = dataset_batch(ds, chunk);
+        mean.add(&engine.eval_step(&tokens, &attrs, loss, &mut rng).into());
+    }
+    mean.mean()
 }
 
 /// Posterior means and sampled z (as the reference's metrics use) of the measures `idx`.
@@ -492,6 +528,7 @@ pub fn train(
         })?;
         let same = TrainConfig {
             epochs: cfg.epochs,
+            engine: cfg.engine,
             ..prev.config.clone()
         } == *cfg;
         if !same {
@@ -544,6 +581,17 @@ pub fn train(
         (model, adam, Vec::new(), None)
     };
 
+    let mut native = match cfg.engine {
+        Engine::Native if !device.is_cpu() => {
+            return Err(TrainError::Config(
+                "the native engine trains on the CPU only: use the candle engine on a GPU".into(),
+            ))
+        }
+        Engine::Native => Some(NativeEngine::from_candle(&model, &adam)?),
+        Engine::Candle => None,
+    };
+    let native_loss = NativeLoss::from(&loss);
+
     let mut calib_idx = train_idx.clone();
     calib_idx.shuffle(&mut ChaCha8Rng::seed_from_u64(cfg.seed ^ 0xca11b));
     calib_idx.truncate(4096);
@@ -563,9 +611,16 @@ pub fn train(
         let mut mean = Mean::default();
         let mut seen = 0usize;
         for idx in &batches {
-            let b = batch(ds, idx, device)?;
             let tf = teacher_forcing_coin(&mut rng);
-            let v = train_step(&model, &mut adam, &b, &loss, tf, &mut rng)?;
+            let v = if let Some(engine) = native.as_mut() {
+                let (tokens, attrs) = dataset_batch(ds, idx);
+                engine
+                    .train_step(&tokens, &attrs, &native_loss, tf, &mut rng)
+                    .into()
+            } else {
+                let b = batch(ds, idx, device)?;
+                train_step(&model, &mut adam, &b, &loss, tf, &mut rng)?
+            };
             if !v.total.is_finite() {
                 return Err(TrainError::Config(format!(
                     "the loss became {} in epoch {}: lower --lr or check the data",
@@ -578,7 +633,12 @@ pub fn train(
             obs.batch_done(&mean.mean(), seen as f64 / t0.elapsed().as_secs_f64());
         }
         let train_secs = t0.elapsed().as_secs_f64();
-        let val = evaluate(&model, ds, &val_idx, &loss, cfg.batch.max(256), 1234)?;
+        let val = if let Some(engine) = native.as_mut() {
+            engine.store_into(&model, &mut adam)?;
+            evaluate_native(engine, ds, &val_idx, &native_loss, cfg.batch.max(256), 1234)
+        } else {
+            evaluate(&model, ds, &val_idx, &loss, cfg.batch.max(256), 1234)?
+        };
         let is_best = best.is_none_or(|b| val.total < b);
         if is_best {
             best = Some(val.total);

@@ -1,5 +1,6 @@
 //! `arvae-trainer`: build music datasets, train AR-VAE and the β-VAE baseline, evaluate, generate.
 
+mod bench_cmd;
 mod data_cmd;
 mod eval_cmd;
 mod image_cmd;
@@ -37,6 +38,9 @@ enum Command {
     /// The built-in demo (no download): builds the synthetic melodies, trains an AR-VAE for a few
     /// minutes, shows that each regularized dimension orders its attribute, writes MIDI sweeps.
     Demo(data_cmd::DemoArgs),
+    /// Training throughput of the native and candle engines on the same batches, decoder and
+    /// encoder latency, peak memory (`--export` writes the batches for scripts/bench_torch.py).
+    Bench(bench_cmd::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +54,7 @@ fn main() -> ExitCode {
         Command::Compare(args) => eval_cmd::compare(args),
         Command::Generate(args) => train_cmd::generate(args),
         Command::Demo(args) => data_cmd::demo(args),
+        Command::Bench(args) => bench_cmd::bench(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -8,7 +8,9 @@ use arvae_core::music::attributes::{attributes, Attribute};
 use arvae_core::music::midi_export::{tracks_to_smf_bytes, write_file, ExportOptions};
 use arvae_core::music::midi_import::{self, MidiImportOptions};
 use arvae_core::music::tokenize;
-use arvae_core::training::{self, latent_for, EpochSummary, ModelKind, TrainConfig, TrainObserver};
+use arvae_core::training::{
+    self, latent_for, Engine, EpochSummary, ModelKind, TrainConfig, TrainObserver,
+};
 use candle_core::Device;
 use clap::{Args, ValueEnum};
 use indicatif::ProgressBar;
@@ -31,6 +33,14 @@ pub enum DeviceArg {
     Cpu,
     /// The first CUDA GPU (build with `--features cuda`).
     Cuda,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum EngineArg {
+    /// The hand-written CPU engine (the fastest on the CPU).
+    Native,
+    /// candle autograd (CPU or CUDA).
+    Candle,
 }
 
 #[derive(Args)]
@@ -78,6 +88,9 @@ pub struct TrainArgs {
     /// Device.
     #[arg(long, value_enum, default_value = "cpu")]
     device: DeviceArg,
+    /// Training implementation [default: native with --device cpu, candle with --device cuda].
+    #[arg(long, value_enum)]
+    engine: Option<EngineArg>,
     /// Continue the run in --out from its last complete epoch (same settings and data).
     #[arg(long)]
     resume: bool,
@@ -243,6 +256,13 @@ pub fn train(a: TrainArgs) -> Result<()> {
     cfg.seed = a.seed;
     cfg.latent = a.latent;
     cfg.max_train_measures = a.max_measures;
+    cfg.engine = match (a.engine, a.device) {
+        (Some(EngineArg::Native), DeviceArg::Cuda) => {
+            bail!("--engine native trains on the CPU only; use --engine candle with --device cuda")
+        }
+        (Some(EngineArg::Native), _) | (None, DeviceArg::Cpu) => Engine::Native,
+        (Some(EngineArg::Candle), _) | (None, DeviceArg::Cuda) => Engine::Candle,
+    };
     if kind == ModelKind::ArVae && !a.attributes.is_empty() {
         cfg.attributes = a.attributes.clone();
     } else if kind == ModelKind::BetaVae && !a.attributes.is_empty() {

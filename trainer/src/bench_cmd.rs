@@ -1,0 +1,230 @@
+//! `arvae-trainer bench`: training throughput of both engines on the same batches, latency of
+//! the real-time decoder and encoder, peak memory; optionally exports the batches for
+//! `scripts/bench_torch.py`.
+
+use anyhow::{Context, Result};
+use arvae_core::checkpoint::MeasureVaeConfig;
+use arvae_core::data::build::{build, BuildOptions, Silent};
+use arvae_core::data::npz::{write_npz, NpyArray, NpyData};
+use arvae_core::data::{Dataset, Split};
+use arvae_core::infer::{random_checkpoint, InferModel};
+use arvae_core::model::{
+    teacher_forcing_coin, train_step, Adam, AdamConfig, Batch, LossConfig, MeasureVae,
+};
+use arvae_core::music::Measure;
+use arvae_core::native::{dataset_batch, NativeEngine, NativeLoss};
+use candle_core::{Device, Tensor};
+use clap::Args;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Dataset file (e.g. data/bach.arvae); without it, the synthetic set built in memory.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Training batch size.
+    #[arg(long, default_value_t = 256)]
+    batch: usize,
+    /// Timed training steps per engine.
+    #[arg(long, default_value_t = 8)]
+    steps: usize,
+    /// Untimed warm-up steps per engine before them.
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    /// Engines to time, comma-separated (native, candle).
+    #[arg(long, value_delimiter = ',', default_value = "native,candle")]
+    engines: Vec<String>,
+    /// Decoder/encoder calls timed (0: skip).
+    #[arg(long, default_value_t = 300)]
+    infer_runs: usize,
+    /// Write the training batches (tokens, attributes, teacher-forcing coins) to this .npz
+    /// for scripts/bench_torch.py.
+    #[arg(long)]
+    export: Option<PathBuf>,
+    /// Seed of the model, the batches and the randomness.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
+/// CPU time (user + system) of this process in seconds, from /proc (0 elsewhere): on a shared
+/// machine it measures the work independently of other processes.
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    let rest = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0.0))
+        .collect();
+    (f.get(11).unwrap_or(&0.0) + f.get(12).unwrap_or(&0.0)) / 100.0
+}
+
+fn vm_hwm_kib() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn percentiles(mut v: Vec<f64>) -> (f64, f64, f64) {
+    v.sort_by(f64::total_cmp);
+    let q = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
+    (q(0.5), q(0.1), q(0.9))
+}
+
+pub fn bench(a: BenchArgs) -> Result<()> {
+    let (ds, what) = match &a.data {
+        Some(p) => (Dataset::load(p)?, p.display().to_string()),
+        None => (
+            build(&BuildOptions::default(), &Silent).context("building the synthetic set")?,
+            "synthetic (built in memory)".to_string(),
+        ),
+    };
+    let mut idx = ds.indices(Split::Train);
+    anyhow::ensure!(!idx.is_empty(), "the dataset has no training measures");
+    idx.shuffle(&mut ChaCha8Rng::seed_from_u64(a.seed));
+    let n_batches = a.warmup + a.steps;
+    let batches: Vec<Vec<usize>> = (0..n_batches)
+        .map(|i| (0..a.batch).map(|j| idx[(i * a.batch + j) % idx.len()]).collect())
+        .collect();
+    let cfg = MeasureVaeConfig::default();
+    let loss = LossConfig::ar_vae_music();
+    let init = MeasureVae::new(&cfg, a.seed, &Device::Cpu)?.to_tensors()?;
+    println!(
+        "bench: {what}, batch {}, {} warm-up + {} timed steps, rayon threads {}, load average {}",
+        a.batch,
+        a.warmup,
+        a.steps,
+        rayon::current_num_threads(),
+        load_average()
+    );
+    let mut coins = Vec::new();
+    for engine in &a.engines {
+        let mut rng = ChaCha8Rng::seed_from_u64(a.seed ^ 0x5eed);
+        let mut run: Box<dyn FnMut(&[usize], bool, &mut ChaCha8Rng) -> Result<f32>> =
+            match engine.as_str() {
+                "native" => {
+                    let mut e = NativeEngine::new(&cfg, &init, 1e-4).map_err(anyhow::Error::msg)?;
+                    let nl = NativeLoss::from(&loss);
+                    let ds = &ds;
+                    Box::new(move |b, tf, rng| {
+                        let (t, at) = dataset_batch(ds, b);
+                        Ok(e.train_step(&t, &at, &nl, tf, rng).total)
+                    })
+                }
+                "candle" => {
+                    let model = MeasureVae::from_tensors(&cfg, &init, &Device::Cpu)?;
+                    let mut adam = Adam::new(model.named_vars(), AdamConfig::default())?;
+                    let ds = &ds;
+                    let loss = &loss;
+                    Box::new(move |b, tf, rng| {
+                        let (t, at) = dataset_batch(ds, b);
+                        let batch = Batch {
+                            tokens: Tensor::from_vec(t, (b.len(), 24), &Device::Cpu)?,
+                            attributes: Tensor::from_vec(at, (b.len(), 4), &Device::Cpu)?,
+                        };
+                        Ok(train_step(&model, &mut adam, &batch, loss, tf, rng)?.total)
+                    })
+                }
+                other => anyhow::bail!("unknown engine '{other}' (native, candle)"),
+            };
+        let mut this_coins = Vec::new();
+        let mut last = 0.0;
+        let (mut t0, mut c0) = (Instant::now(), cpu_seconds());
+        for (i, b) in batches.iter().enumerate() {
+            if i == a.warmup {
+                (t0, c0) = (Instant::now(), cpu_seconds());
+            }
+            let tf = teacher_forcing_coin(&mut rng);
+            this_coins.push(tf as i64);
+            last = run(b, tf, &mut rng)?;
+        }
+        let secs = t0.elapsed().as_secs_f64();
+        let cpu = cpu_seconds() - c0;
+        println!(
+            "train {engine}: {:.1} measures/s ({:.3} s/step, {:.3} CPU s/step, batch {}, last loss {last:.4}, load average {})",
+            (a.steps * a.batch) as f64 / secs,
+            secs / a.steps.max(1) as f64,
+            cpu / a.steps.max(1) as f64,
+            a.batch,
+            load_average()
+        );
+        coins = this_coins;
+    }
+    if let Some(path) = &a.export {
+        let flat: Vec<usize> = batches.iter().flatten().copied().collect();
+        let (tokens, attrs) = dataset_batch(&ds, &flat);
+        if coins.is_empty() {
+            let mut rng = ChaCha8Rng::seed_from_u64(a.seed ^ 0x5eed);
+            coins = (0..n_batches).map(|_| rng.gen_bool(0.5) as i64).collect();
+        }
+        let n = flat.len();
+        let arr = |shape: Vec<usize>, d: NpyData| NpyArray::new(shape, d).map_err(anyhow::Error::msg);
+        write_npz(
+            path,
+            &[
+                (
+                    "tokens",
+                    &arr(vec![n, 24], NpyData::I64(tokens.iter().map(|&x| x as i64).collect()))?,
+                ),
+                ("attributes", &NpyArray::f32_2d(n, 4, attrs)),
+                ("teacher_forcing", &NpyArray::i64_1d(coins)),
+                (
+                    "config",
+                    &NpyArray::i64_1d(vec![a.batch as i64, a.warmup as i64, a.steps as i64]),
+                ),
+            ],
+        )?;
+        println!("exported {n_batches} batches to {}", path.display());
+    }
+    if a.infer_runs > 0 {
+        let mut m = InferModel::from_checkpoint(&random_checkpoint(&cfg, a.seed))?;
+        let mut rng = ChaCha8Rng::seed_from_u64(a.seed);
+        let mut out = Measure([129; 24]);
+        let mut times = Vec::with_capacity(a.infer_runs);
+        for i in 0..a.infer_runs + 10 {
+            let z: Vec<f32> = (0..cfg.latent).map(|_| rng.gen_range(-2.0..2.0)).collect();
+            let t = Instant::now();
+            m.decode(&z, &mut out)?;
+            if i >= 10 {
+                times.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+        }
+        let (med, p10, p90) = percentiles(times);
+        println!(
+            "decode (infer, batch 1, {:?}): median {med:.0} us, p10 {p10:.0} us, p90 {p90:.0} us ({} runs)",
+            m.kernel(),
+            a.infer_runs
+        );
+        let (mut mean, mut log_std) = (vec![0.0; cfg.latent], vec![0.0; cfg.latent]);
+        let mut times = Vec::with_capacity(a.infer_runs);
+        for i in 0..a.infer_runs + 10 {
+            let meas = ds.measures[idx[i % idx.len()]];
+            let t = Instant::now();
+            m.encode(&meas, &mut mean, &mut log_std)?;
+            if i >= 10 {
+                times.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+        }
+        let (med, p10, p90) = percentiles(times);
+        println!(
+            "encode (infer, batch 1): median {med:.0} us, p10 {p10:.0} us, p90 {p90:.0} us ({} runs)",
+            a.infer_runs
+        );
+    }
+    match vm_hwm_kib() {
+        Some(k) => println!("peak memory (VmHWM): {:.0} MiB", k as f64 / 1024.0),
+        None => println!("peak memory (VmHWM): unavailable"),
+    }
+    Ok(())
+}
