@@ -77,7 +77,7 @@ pub struct Evaluation {
 }
 
 /// Checks that a checkpoint can be evaluated on a dataset.
-fn check_compatible(ck: &Checkpoint, ck_path: &Path, ds: &Dataset, ds_path: &Path) -> Result<()> {
+pub(crate) fn check_compatible(ck: &Checkpoint, ck_path: &Path, ds: &Dataset, ds_path: &Path) -> Result<()> {
     if ck.meta.vocabulary != ds.header.vocabulary {
         bail!(
             "{} and {} disagree: the checkpoint's vocabulary ({} tokens) is not the dataset's ({} tokens)",

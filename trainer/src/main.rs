@@ -2,6 +2,7 @@
 
 mod data_cmd;
 mod eval_cmd;
+mod figures;
 mod progress;
 mod train_cmd;
 
@@ -36,6 +37,12 @@ enum Command {
     /// The built-in demo (no download): builds the synthetic melodies, trains an AR-VAE for a few
     /// minutes, shows that each regularized dimension orders its attribute, writes MIDI sweeps.
     Demo(data_cmd::DemoArgs),
+    /// Paper Fig. 11: test measures decoded along each attribute's latent dimension, as piano
+    /// rolls (PNG + SVG) with the attribute values beside, and as MIDI.
+    Traverse(figures::traverse::TraverseArgs),
+    /// Paper Figs. 12, 13: heat maps of each attribute over a latent plane (the attribute's
+    /// dimension against a non-regularized one), PNG + SVG.
+    Surface(figures::surface::SurfaceArgs),
 }
 
 fn main() -> ExitCode {
@@ -47,6 +54,8 @@ fn main() -> ExitCode {
         Command::Compare(args) => eval_cmd::compare(args),
         Command::Generate(args) => train_cmd::generate(args),
         Command::Demo(args) => data_cmd::demo(args),
+        Command::Traverse(args) => figures::traverse::traverse(args),
+        Command::Surface(args) => figures::surface::surface(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
