@@ -4,6 +4,9 @@ mod data_cmd;
 mod eval_cmd;
 mod figures;
 mod progress;
+mod report_cmd;
+mod runs;
+mod sweep_cmd;
 mod train_cmd;
 
 use clap::{Parser, Subcommand};
@@ -43,6 +46,11 @@ enum Command {
     /// Paper Figs. 12, 13: heat maps of each attribute over a latent plane (the attribute's
     /// dimension against a non-regularized one), PNG + SVG.
     Surface(figures::surface::SurfaceArgs),
+    /// Train a gamma x delta x seed grid N runs at a time (resumable), or write a Slurm job
+    /// array with --slurm; `sweep plot DIR` draws reconstruction vs Interpretability (Fig. 8).
+    Sweep(sweep_cmd::SweepArgs),
+    /// One offline HTML page for runs (and sweeps): metric tables and every figure, with MIDI.
+    Report(report_cmd::ReportArgs),
 }
 
 fn main() -> ExitCode {
@@ -56,6 +64,8 @@ fn main() -> ExitCode {
         Command::Demo(args) => data_cmd::demo(args),
         Command::Traverse(args) => figures::traverse::traverse(args),
         Command::Surface(args) => figures::surface::surface(args),
+        Command::Sweep(args) => sweep_cmd::sweep(args),
+        Command::Report(args) => report_cmd::report(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

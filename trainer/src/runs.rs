@@ -42,7 +42,10 @@ impl RunRecord {
             .map_or(0, |h| h.len());
         let evaluation = match &ck.meta.evaluation {
             Some(v) => Some(serde_json::from_value(v.clone()).with_context(|| {
-                format!("{}: the stored evaluation cannot be read", checkpoint.display())
+                format!(
+                    "{}: the stored evaluation cannot be read",
+                    checkpoint.display()
+                )
             })?),
             None => None,
         };

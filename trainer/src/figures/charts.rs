@@ -37,10 +37,7 @@ pub fn quantile(sorted: &[f64], p: f64) -> f64 {
 
 impl Figure for BoxPlotFigure {
     fn size(&self) -> (u32, u32) {
-        (
-            (330 * self.panels.len().max(1) as u32).max(700),
-            560,
-        )
+        ((330 * self.panels.len().max(1) as u32).max(700), 560)
     }
 
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<()> {
@@ -68,7 +65,10 @@ fn draw_box_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, p: &BoxPane
         (lo, hi) = (0.0, 1.0);
     }
     let pad = ((hi - lo) * 0.12).max(0.02);
-    let (y0, y1) = ((lo - pad).max(if lo >= 0.0 { 0.0 } else { f64::MIN }), hi + pad);
+    let (y0, y1) = (
+        (lo - pad).max(if lo >= 0.0 { 0.0 } else { f64::MIN }),
+        hi + pad,
+    );
     let k = p.groups.len().max(1);
     let names: Vec<String> = p.groups.iter().map(|g| g.0.clone()).collect();
     let mut chart = ChartBuilder::on(area)
@@ -97,8 +97,17 @@ fn draw_box_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, p: &BoxPane
         v.sort_by(f64::total_cmp);
         let (q1, med, q3) = (quantile(&v, 0.25), quantile(&v, 0.5), quantile(&v, 0.75));
         let iqr = q3 - q1;
-        let wlo = v.iter().copied().find(|&x| x >= q1 - 1.5 * iqr).unwrap_or(q1);
-        let whi = v.iter().rev().copied().find(|&x| x <= q3 + 1.5 * iqr).unwrap_or(q3);
+        let wlo = v
+            .iter()
+            .copied()
+            .find(|&x| x >= q1 - 1.5 * iqr)
+            .unwrap_or(q1);
+        let whi = v
+            .iter()
+            .rev()
+            .copied()
+            .find(|&x| x <= q3 + 1.5 * iqr)
+            .unwrap_or(q3);
         let x = gi as f64;
         let c = PALETTE[gi % PALETTE.len()];
         let w = 0.28;
@@ -113,23 +122,33 @@ fn draw_box_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, p: &BoxPane
                 PathElement::new(vec![(x - w, med), (x + w, med)], BLACK.stroke_width(3)),
                 PathElement::new(vec![(x, q3), (x, whi)], c.stroke_width(2)),
                 PathElement::new(vec![(x, q1), (x, wlo)], c.stroke_width(2)),
-                PathElement::new(vec![(x - w / 2.0, whi), (x + w / 2.0, whi)], c.stroke_width(2)),
-                PathElement::new(vec![(x - w / 2.0, wlo), (x + w / 2.0, wlo)], c.stroke_width(2)),
+                PathElement::new(
+                    vec![(x - w / 2.0, whi), (x + w / 2.0, whi)],
+                    c.stroke_width(2),
+                ),
+                PathElement::new(
+                    vec![(x - w / 2.0, wlo), (x + w / 2.0, wlo)],
+                    c.stroke_width(2),
+                ),
             ])
             .plot()?;
         // One dot per seed, spread deterministically so equal values stay visible.
         let n = values.len();
         chart
-            .draw_series(values.iter().enumerate().filter(|(_, y)| y.is_finite()).map(
-                |(i, &y)| {
-                    let dx = if n > 1 {
-                        -0.15 + 0.3 * i as f64 / (n - 1) as f64
-                    } else {
-                        0.0
-                    };
-                    Circle::new((x + dx, y), 5, BLACK.filled())
-                },
-            ))
+            .draw_series(
+                values
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, y)| y.is_finite())
+                    .map(|(i, &y)| {
+                        let dx = if n > 1 {
+                            -0.15 + 0.3 * i as f64 / (n - 1) as f64
+                        } else {
+                            0.0
+                        };
+                        Circle::new((x + dx, y), 5, BLACK.filled())
+                    }),
+            )
             .plot()?;
     }
     let style = text(16).pos(Pos::new(HPos::Center, VPos::Top));
@@ -182,7 +201,7 @@ impl Figure for TradeoffFigure {
         let deltas = distinct(self.points.iter().map(|p| p.delta).collect());
         let radius = |d: f64| -> i32 {
             let i = deltas.iter().position(|&x| x == d).unwrap_or(0);
-            5 + 4 * i as i32
+            7 + 4 * i as i32
         };
         let colour = |g: f64| {
             let i = gammas.iter().position(|&x| x == g).unwrap_or(0);
@@ -258,7 +277,9 @@ impl Figure for TradeoffFigure {
         // Legend: colours for gamma, sizes for delta, the baseline.
         let mut y = 60;
         let t = text(17);
-        legend.draw(&Text::new("γ (colour)", (10, y), bold(18))).plot()?;
+        legend
+            .draw(&Text::new("γ (colour)", (10, y), bold(18)))
+            .plot()?;
         for &g in &gammas {
             y += 30;
             legend
@@ -269,7 +290,9 @@ impl Figure for TradeoffFigure {
                 .plot()?;
         }
         y += 50;
-        legend.draw(&Text::new("δ (size)", (10, y), bold(18))).plot()?;
+        legend
+            .draw(&Text::new("δ (size)", (10, y), bold(18)))
+            .plot()?;
         for &d in &deltas {
             let r = radius(d);
             y += 2 * r.max(10) + 8;

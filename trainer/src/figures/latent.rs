@@ -47,7 +47,10 @@ impl AttributeDecoder for MusicDecoder<'_> {
         self.0.config().latent
     }
     fn attribute_names(&self) -> Vec<String> {
-        Attribute::ALL.iter().map(|a| a.name().to_string()).collect()
+        Attribute::ALL
+            .iter()
+            .map(|a| a.name().to_string())
+            .collect()
     }
     fn decode_attributes(&self, z: &[f32]) -> Result<Vec<Vec<f32>>> {
         Ok(self
@@ -113,8 +116,9 @@ pub fn attribute_axes(l: &Loaded) -> Result<Vec<AttributeAxis>> {
             .attributes
             .iter()
             .map(|a| {
-                let attribute = Attribute::from_name(&a.name)
-                    .with_context(|| format!("the checkpoint names an unknown attribute '{}'", a.name))?;
+                let attribute = Attribute::from_name(&a.name).with_context(|| {
+                    format!("the checkpoint names an unknown attribute '{}'", a.name)
+                })?;
                 Ok(AttributeAxis {
                     attribute,
                     dim: a.latent_dim,
@@ -136,7 +140,11 @@ pub fn attribute_axes(l: &Loaded) -> Result<Vec<AttributeAxis>> {
             .collect()
     });
     let dims: Vec<usize> = match stored {
-        Some(s) if Attribute::ALL.iter().all(|a| s.iter().any(|x| x.0 == a.name())) => {
+        Some(s)
+            if Attribute::ALL
+                .iter()
+                .all(|a| s.iter().any(|x| x.0 == a.name())) =>
+        {
             Attribute::ALL
                 .iter()
                 .map(|a| s.iter().find(|x| x.0 == a.name()).unwrap().1)

@@ -6,6 +6,7 @@
 //! no system fonts, fontconfig or freetype are needed.
 
 pub mod charts;
+pub mod compare;
 pub mod latent;
 pub mod piano_roll;
 pub mod surface;
@@ -121,7 +122,11 @@ pub fn viridis(t: f64) -> RGBColor {
         (170, 220, 50),
         (253, 231, 37),
     ];
-    let t = if t.is_finite() { t.clamp(0.0, 1.0) } else { 0.0 };
+    let t = if t.is_finite() {
+        t.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
     let x = t * (STOPS.len() - 1) as f64;
     let i = (x.floor() as usize).min(STOPS.len() - 2);
     let f = x - i as f64;

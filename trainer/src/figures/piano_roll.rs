@@ -17,7 +17,11 @@ pub fn pitch_name(p: i32) -> String {
     const NAMES: [&str; 12] = [
         "C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B",
     ];
-    format!("{}{}", NAMES[p.rem_euclid(12) as usize], p.div_euclid(12) - 1)
+    format!(
+        "{}{}",
+        NAMES[p.rem_euclid(12) as usize],
+        p.div_euclid(12) - 1
+    )
 }
 
 /// Draws `measures` side by side on `area`; `bar_labels` (one per measure, may be empty) are

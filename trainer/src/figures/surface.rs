@@ -152,7 +152,11 @@ fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, s: &Surface) ->
         s.axis.first().copied().unwrap_or(-1.0) as f64,
         s.axis.last().copied().unwrap_or(1.0) as f64,
     );
-    let half = if n > 1 { (hi - lo) / (n - 1) as f64 / 2.0 } else { 0.5 };
+    let half = if n > 1 {
+        (hi - lo) / (n - 1) as f64 / 2.0
+    } else {
+        0.5
+    };
     let (mut vmin, mut vmax) = s
         .values
         .iter()
@@ -168,7 +172,12 @@ fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, s: &Surface) ->
     let (main, cbar) = area.split_horizontally(area.dim_in_pixel().0.saturating_sub(130));
     let mut chart = ChartBuilder::on(&main)
         .caption(
-            format!("{} (x: z{}, {})", attribute_title(&s.attribute), s.x_dim, s.how),
+            format!(
+                "{} (x: z{}, {})",
+                attribute_title(&s.attribute),
+                s.x_dim,
+                s.how
+            ),
             bold(20),
         )
         .margin(10)
@@ -217,7 +226,10 @@ fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, s: &Surface) ->
     bar.draw_series((0..steps).map(|i| {
         let (a, b) = (i as f64 / steps as f64, (i + 1) as f64 / steps as f64);
         Rectangle::new(
-            [(0.0, vmin + a * (vmax - vmin)), (1.0, vmin + b * (vmax - vmin))],
+            [
+                (0.0, vmin + a * (vmax - vmin)),
+                (1.0, vmin + b * (vmax - vmin)),
+            ],
             viridis((a + b) / 2.0).filled(),
         )
     }))
@@ -293,13 +305,24 @@ pub fn run(a: &SurfaceArgs, quiet: bool) -> Result<SurfaceIndex> {
             .with_style(crate::progress::style())
             .with_message("surface")
     };
-    let surfaces = compute(&MusicDecoder(&l.model), &planes, y_dim, &base, a.grid, a.range, &bar)?;
+    let surfaces = compute(
+        &MusicDecoder(&l.model),
+        &planes,
+        y_dim,
+        &base,
+        a.grid,
+        a.range,
+        &bar,
+    )?;
     bar.finish_and_clear();
     let model = latent::model_name(&l.ck);
     let mut files = Vec::new();
     for s in &surfaces {
         let fig = SurfaceFigure {
-            title: format!("{model}: {} over the latent plane", attribute_label(&s.attribute)),
+            title: format!(
+                "{model}: {} over the latent plane",
+                attribute_label(&s.attribute)
+            ),
             surfaces: vec![s.clone()],
         };
         let [png, _] = save(&fig, &a.out.join(format!("surface_{}", s.attribute)))?;

@@ -167,10 +167,7 @@ fn draw_attribute_curve<DB: DrawingBackend>(
         .draw_series(LineSeries::new(pts.clone(), PALETTE[3].stroke_width(2)))
         .plot()?;
     chart
-        .draw_series(
-            pts.iter()
-                .map(|&p| Circle::new(p, 4, PALETTE[3].filled())),
-        )
+        .draw_series(pts.iter().map(|&p| Circle::new(p, 4, PALETTE[3].filled())))
         .plot()?
         .label("decoded bar")
         .legend(|(x, y)| Circle::new((x + 8, y), 4, PALETTE[3].filled()));
@@ -279,7 +276,9 @@ impl Figure for TraverseSummaryFigure {
                 .draw_series(std::iter::once(Polygon::new(band, PALETTE[0].mix(0.25))))
                 .plot()?
                 .label("25–75% of the measures")
-                .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 16, y + 5)], PALETTE[0].mix(0.25).filled()));
+                .legend(|(x, y)| {
+                    Rectangle::new([(x, y - 5), (x + 16, y + 5)], PALETTE[0].mix(0.25).filled())
+                });
             chart
                 .draw_series(LineSeries::new(
                     stats.iter().map(|s| (s.0, s.2)),
@@ -287,7 +286,9 @@ impl Figure for TraverseSummaryFigure {
                 ))
                 .plot()?
                 .label(format!("median of {n} measures"))
-                .legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], PALETTE[0].stroke_width(3)));
+                .legend(|(x, y)| {
+                    PathElement::new([(x, y), (x + 16, y)], PALETTE[0].stroke_width(3))
+                });
             chart
                 .draw_series(std::iter::empty::<Circle<(f64, f64), i32>>())
                 .plot()?
@@ -392,9 +393,7 @@ pub fn run(a: &TraverseArgs, quiet: bool) -> Result<TraverseIndex> {
             let measures = dec.decode(&z)?;
             let attr: Attribute = axis.attribute;
             let values: Vec<f32> = measures.iter().map(|m| attr.of(m)).collect();
-            let midi = a
-                .out
-                .join(format!("traverse_m{k:02}_{}.mid", attr.name()));
+            let midi = a.out.join(format!("traverse_m{k:02}_{}.mid", attr.name()));
             write_file(&midi, &measures, &opts)
                 .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", midi.display()))?;
             rows.push(TraverseRow {
