@@ -335,7 +335,10 @@ fn run_grid(a: SweepRunArgs) -> Result<()> {
         }
     }
     let plan_path = out.join("sweep.json");
-    std::fs::write(&plan_path, serde_json::to_string_pretty(&plan)?)
+    // Atomically, so a `sweep plot` or `report` reading it never sees half a file.
+    let tmp = out.join(".sweep.json.tmp");
+    std::fs::write(&tmp, serde_json::to_string_pretty(&plan)?)
+        .and_then(|_| std::fs::rename(&tmp, &plan_path))
         .with_context(|| format!("cannot write {}", plan_path.display()))?;
 
     let runs_dir = out.join("runs");
