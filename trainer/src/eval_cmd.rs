@@ -58,6 +58,10 @@ pub struct CompareArgs {
     /// Write the table as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Draw box plots per metric across seeds into this folder (paper Figs. 3 and 5):
+    /// metrics_boxplot.{png,svg}, reconstruction_boxplot.{png,svg}.
+    #[arg(long)]
+    plot: Option<PathBuf>,
 }
 
 fn parse_split(s: &str) -> Result<Split, String> {
@@ -77,7 +81,12 @@ pub struct Evaluation {
 }
 
 /// Checks that a checkpoint can be evaluated on a dataset.
-fn check_compatible(ck: &Checkpoint, ck_path: &Path, ds: &Dataset, ds_path: &Path) -> Result<()> {
+pub(crate) fn check_compatible(
+    ck: &Checkpoint,
+    ck_path: &Path,
+    ds: &Dataset,
+    ds_path: &Path,
+) -> Result<()> {
     if ck.meta.vocabulary != ds.header.vocabulary {
         bail!(
             "{} and {} disagree: the checkpoint's vocabulary ({} tokens) is not the dataset's ({} tokens)",
@@ -344,6 +353,19 @@ pub fn compare(a: CompareArgs) -> Result<()> {
         let v = serde_json::json!({"runs": rows_json, "summary": summary});
         std::fs::write(p, serde_json::to_string_pretty(&v)?)
             .with_context(|| format!("cannot write {}", p.display()))?;
+    }
+    if let Some(dir) = &a.plot {
+        let named: Vec<(String, &Evaluation)> = rows
+            .iter()
+            .map(|(_, k, e)| {
+                let name = if k == "ar-vae" { "AR-VAE" } else { "β-VAE" };
+                (name.to_string(), e)
+            })
+            .collect();
+        let dataset = rows.first().map_or("", |r| r.2.dataset.as_str());
+        for p in crate::figures::compare::write(&named, dataset, dir)? {
+            println!("wrote {} (and .svg)", p.display());
+        }
     }
     Ok(())
 }

@@ -4,7 +4,11 @@ mod bench_cmd;
 mod data_cmd;
 mod eval_cmd;
 mod image_cmd;
+mod figures;
 mod progress;
+mod report_cmd;
+mod runs;
+mod sweep_cmd;
 mod train_cmd;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -41,6 +45,17 @@ enum Command {
     /// Training throughput of the native and candle engines on the same batches, decoder and
     /// encoder latency, peak memory (`--export` writes the batches for scripts/bench_torch.py).
     Bench(bench_cmd::BenchArgs),
+    /// Paper Fig. 11: test measures decoded along each attribute's latent dimension, as piano
+    /// rolls (PNG + SVG) with the attribute values beside, and as MIDI.
+    Traverse(figures::traverse::TraverseArgs),
+    /// Paper Figs. 12, 13: heat maps of each attribute over a latent plane (the attribute's
+    /// dimension against a non-regularized one), PNG + SVG.
+    Surface(figures::surface::SurfaceArgs),
+    /// Train a gamma x delta x seed grid N runs at a time (resumable), or write a Slurm job
+    /// array with --slurm; `sweep plot DIR` draws reconstruction vs Interpretability (Fig. 8).
+    Sweep(sweep_cmd::SweepArgs),
+    /// One offline HTML page for runs (and sweeps): metric tables and every figure, with MIDI.
+    Report(report_cmd::ReportArgs),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +70,10 @@ fn main() -> ExitCode {
         Command::Generate(args) => train_cmd::generate(args),
         Command::Demo(args) => data_cmd::demo(args),
         Command::Bench(args) => bench_cmd::bench(args),
+        Command::Traverse(args) => figures::traverse::traverse(args),
+        Command::Surface(args) => figures::surface::surface(args),
+        Command::Sweep(args) => sweep_cmd::sweep(args),
+        Command::Report(args) => report_cmd::report(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
