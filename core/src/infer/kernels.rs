@@ -1,9 +1,15 @@
 //! Packed matrices, matrix-vector products and vectorizable activations for [`super`].
 //!
-//! Everything here is plain Rust written so that LLVM vectorizes it: fixed-width blocks of
-//! output rows held in registers while the input is streamed. The same generic code is
-//! compiled once per instruction set ([`Kernel`]) by inlining it into functions with
-//! `#[target_feature]`, and the model picks the best one the CPU supports at run time.
+//! One layout for every kernel ([`Packed`]: blocks of 64 output rows stored column by
+//! column), three implementations of the products over it ([`Isa`]):
+//! - generic Rust that LLVM vectorizes ([`Portable`], and [`GenericFma`] compiled for
+//!   AVX2 + FMA: the old x86 path, kept as the benchmarks' baseline);
+//! - hand-written x86-64 intrinsics, one body for AVX2 and AVX-512 (module `x86`), which also
+//!   read f16 weights with the hardware conversion.
+//!
+//! Each is inlined into `#[target_feature]` entry points in [`super`], and the model picks the
+//! best one the CPU supports at run time. The activations are shared, branch-free code that
+//! vectorizes under whichever target features it is inlined into.
 
 /// Rows per full block of a [`Packed`] matrix (the register tile of the matrix-vector kernels:
 /// 4 AVX-512 or 8 AVX2 registers of accumulators).
@@ -628,11 +634,11 @@ mod x86 {
             let mut b: [S; N] = [S::splat(0.0); N];
             while left >= 2 {
                 let (x0, x1) = (S::splat(*xp), S::splat(*xp.add(1)));
-                for k in 0..N {
-                    a[k] = S::fmadd(E::load::<S>(p.add(k * l)), x0, a[k]);
+                for (k, ak) in a.iter_mut().enumerate() {
+                    *ak = S::fmadd(E::load::<S>(p.add(k * l)), x0, *ak);
                 }
-                for k in 0..N {
-                    b[k] = S::fmadd(E::load::<S>(p.add(r + k * l)), x1, b[k]);
+                for (k, bk) in b.iter_mut().enumerate() {
+                    *bk = S::fmadd(E::load::<S>(p.add(r + k * l)), x1, *bk);
                 }
                 (xp, p, left) = (xp.add(2), p.add(2 * r), left - 2);
             }
@@ -642,8 +648,8 @@ mod x86 {
         }
         while left > 0 {
             let xj = S::splat(*xp);
-            for k in 0..N {
-                a[k] = S::fmadd(E::load::<S>(p.add(k * l)), xj, a[k]);
+            for (k, ak) in a.iter_mut().enumerate() {
+                *ak = S::fmadd(E::load::<S>(p.add(k * l)), xj, *ak);
             }
             (xp, p, left) = (xp.add(1), p.add(r), left - 1);
         }
