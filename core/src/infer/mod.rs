@@ -24,7 +24,7 @@ mod kernels;
 
 pub use kernels::{Kernel, Weights};
 
-use kernels::{argmax, gru_update, padded_bias, selu_in_place, GenericFma, Isa, Packed, Portable};
+use kernels::{argmax, gru_update, padded_bias, selu_in_place, Isa, Packed, Portable};
 
 use crate::checkpoint::{
     measure_vae_shapes, Checkpoint, CheckpointMeta, DatasetInfo, MeasureVaeConfig,
@@ -577,13 +577,13 @@ impl InferModel {
         out: &mut Measure,
         logits: Option<&mut [f32]>,
     ) {
-        self.decode_impl::<GenericFma>(z, out, logits)
+        self.decode_impl::<kernels::GenericFma>(z, out, logits)
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn encode_avx2_auto(&mut self, m: &Measure, mean: &mut [f32], log_std: &mut [f32]) {
-        self.encode_impl::<GenericFma>(m, mean, log_std)
+        self.encode_impl::<kernels::GenericFma>(m, mean, log_std)
     }
 
     #[inline(always)]
