@@ -3,39 +3,34 @@
 //! `cargo run --release -p arvae-core --no-default-features --example infer_bench [-- runs [checkpoint]]`
 //!
 //! Without a checkpoint path it uses random weights of the default sizes (the speed does not
-//! depend on the values). Prints one line per figure: median, p10 and p90 in microseconds,
-//! for every kernel variant this CPU supports (the first is the one the plugin uses).
+//! depend on the values). Every kernel variant this CPU supports runs with f32 and f16 weights
+//! (except the portable kernel with f16, whose software conversion is only a fallback), among
+//! them `avx2+fma auto-vectorized` with f32: the implementation before the hand-written
+//! kernels. The variants take turns in rounds of 50 calls (the first 5 of each round, with
+//! caches still holding the previous variant's weights, are not counted), so a busy machine
+//! slows all of them alike. Prints median, p10 and p90 in microseconds and each median's
+//! ratio to the old one (to the first variant if the old one is filtered out).
 
 use std::hint::black_box;
 use std::time::Instant;
 
 use arvae_core::checkpoint::{Checkpoint, MeasureVaeConfig};
-use arvae_core::infer::{random_checkpoint, InferModel, Kernel};
+use arvae_core::infer::{random_checkpoint, InferModel, Kernel, Weights};
 use arvae_core::music::Measure;
+
+const ROUND: usize = 50;
+const WARM: usize = 5;
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     let i = ((sorted.len() - 1) as f64 * p).round() as usize;
     sorted[i]
 }
 
-fn report(what: &str, kernel: Kernel, mut us: Vec<f64>) {
-    us.sort_by(|a, b| a.total_cmp(b));
-    let n = us.len();
-    println!(
-        "{what} [{}] median {:.1} us ({n} runs)",
-        kernel.name(),
-        percentile(&us, 0.5)
-    );
-    println!(
-        "{what} [{}] p10 {:.1} us",
-        kernel.name(),
-        percentile(&us, 0.1)
-    );
-    println!(
-        "{what} [{}] p90 {:.1} us",
-        kernel.name(),
-        percentile(&us, 0.9)
-    );
+struct Variant {
+    model: InferModel,
+    measures: Vec<Measure>,
+    dec: Vec<f64>,
+    enc: Vec<f64>,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -45,12 +40,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(path) => Checkpoint::load(path)?,
         None => random_checkpoint(&MeasureVaeConfig::default(), 1),
     };
-    let mut kernels = vec![Kernel::detect()];
-    kernels.extend(
-        Kernel::ALL
-            .into_iter()
-            .filter(|k| k.is_supported() && *k != Kernel::detect()),
-    );
     let zs: Vec<Vec<f32>> = (0..64)
         .map(|i| {
             (0..32)
@@ -58,39 +47,102 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .collect()
         })
         .collect();
-    for kernel in kernels {
-        let mut model = InferModel::with_kernel(&ck, kernel)?;
-        let latent = model.latent();
-        let mut out = Measure::rest();
-        let (mut mean, mut log_std) = (vec![0.0; latent], vec![0.0; latent]);
-        let mut measures = Vec::with_capacity(zs.len());
-        for z in &zs {
-            model.decode(&z[..latent], &mut out)?;
-            measures.push(out);
+    // `INFER_BENCH_ONLY=avx512/f16` (for profiling) keeps the variants whose "kernel/weights"
+    // contains that text.
+    let only = std::env::var("INFER_BENCH_ONLY").unwrap_or_default();
+    let mut variants = Vec::new();
+    for kernel in Kernel::ALL.into_iter().filter(|k| k.is_supported()) {
+        for weights in [Weights::F32, Weights::F16] {
+            if matches!(kernel, Kernel::Portable | Kernel::Avx2FmaAuto) && weights == Weights::F16
+                || !format!("{}/{}", kernel.name(), weights.name()).contains(&only)
+            {
+                continue;
+            }
+            let mut model = InferModel::with_options(&ck, kernel, weights)?;
+            let latent = model.latent();
+            let mut out = Measure::rest();
+            let mut measures = Vec::with_capacity(zs.len());
+            for z in &zs {
+                model.decode(&z[..latent], &mut out)?;
+                measures.push(out);
+            }
+            variants.push(Variant {
+                model,
+                measures,
+                dec: Vec::with_capacity(runs),
+                enc: Vec::with_capacity(runs),
+            });
         }
-        for _ in 0..100 {
-            model.decode(&zs[0][..latent], &mut out)?;
-            model.encode(&measures[0], &mut mean, &mut log_std)?;
-        }
+    }
+    let mut done = 0;
+    while done < runs {
         // Decode and encode in separate loops, so each keeps its weights in the core's caches.
-        let mut dec = Vec::with_capacity(runs);
-        for i in 0..runs {
-            let z = &zs[i % zs.len()][..latent];
-            let t = Instant::now();
-            model.decode(black_box(z), &mut out)?;
-            dec.push(t.elapsed().as_secs_f64() * 1e6);
-            black_box(&out);
+        for v in &mut variants {
+            let latent = v.model.latent();
+            let mut out = Measure::rest();
+            for i in 0..ROUND + WARM {
+                let z = &zs[(done + i) % zs.len()][..latent];
+                let t = Instant::now();
+                v.model.decode(black_box(z), &mut out)?;
+                let us = t.elapsed().as_secs_f64() * 1e6;
+                black_box(&out);
+                if i >= WARM {
+                    v.dec.push(us);
+                }
+            }
+            let (mut mean, mut log_std) = (vec![0.0; latent], vec![0.0; latent]);
+            for i in 0..ROUND + WARM {
+                let m = &v.measures[(done + i) % v.measures.len()];
+                let t = Instant::now();
+                v.model.encode(black_box(m), &mut mean, &mut log_std)?;
+                let us = t.elapsed().as_secs_f64() * 1e6;
+                black_box(&mean);
+                if i >= WARM {
+                    v.enc.push(us);
+                }
+            }
         }
-        let mut enc = Vec::with_capacity(runs);
-        for i in 0..runs {
-            let m = &measures[i % measures.len()];
-            let t = Instant::now();
-            model.encode(black_box(m), &mut mean, &mut log_std)?;
-            enc.push(t.elapsed().as_secs_f64() * 1e6);
-            black_box(&mean);
+        done += ROUND;
+    }
+    let old =
+        |v: &Variant| v.model.kernel() == Kernel::Avx2FmaAuto && v.model.weights() == Weights::F32;
+    if variants.is_empty() {
+        return Err(format!("no variant matches INFER_BENCH_ONLY={only}").into());
+    }
+    let base = variants.iter().position(old).unwrap_or(0);
+    let mut medians = [[0.0; 2]; 2];
+    for v in &mut variants {
+        for us in [&mut v.dec, &mut v.enc] {
+            us.sort_by(|a, b| a.total_cmp(b));
         }
-        report("decode", kernel, dec);
-        report("encode", kernel, enc);
+        let _ = &medians;
+    }
+    medians[0][0] = percentile(&variants[base].dec, 0.5);
+    medians[1][0] = percentile(&variants[base].enc, 0.5);
+    println!(
+        "{:<7} {:<26} {:<4} {:>8} {:>8} {:>8} {:>9}  ({} runs each; x = old median / median)",
+        "what", "kernel", "w", "median", "p10", "p90", "x old", runs
+    );
+    for (i, what) in ["decode", "encode"].into_iter().enumerate() {
+        for v in &variants {
+            let us = if i == 0 { &v.dec } else { &v.enc };
+            let med = percentile(us, 0.5);
+            println!(
+                "{what:<7} {:<26} {:<4} {med:>8.1} {:>8.1} {:>8.1} {:>8.2}x{}",
+                v.model.kernel().name(),
+                v.model.weights().name(),
+                percentile(us, 0.1),
+                percentile(us, 0.9),
+                medians[i][0] / med,
+                if v.model.kernel() == Kernel::detect() && v.model.weights() == Weights::F32 {
+                    "  <- default"
+                } else if old(v) {
+                    "  <- old default"
+                } else {
+                    ""
+                }
+            );
+        }
     }
     Ok(())
 }

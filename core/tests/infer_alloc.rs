@@ -5,7 +5,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
 use arvae_core::checkpoint::MeasureVaeConfig;
-use arvae_core::infer::{random_checkpoint, InferModel, Kernel};
+use arvae_core::infer::{random_checkpoint, InferModel, Kernel, Weights};
 use arvae_core::music::Measure;
 
 struct Counting;
@@ -69,8 +69,12 @@ fn decode_and_encode_do_not_allocate() {
         },
     ] {
         let ck = random_checkpoint(&cfg, 7);
-        for kernel in Kernel::ALL.into_iter().filter(|k| k.is_supported()) {
-            let mut model = InferModel::with_kernel(&ck, kernel).unwrap();
+        let variants = Kernel::ALL
+            .into_iter()
+            .filter(|k| k.is_supported())
+            .flat_map(|k| [(k, Weights::F32), (k, Weights::F16)]);
+        for (kernel, weights) in variants {
+            let mut model = InferModel::with_options(&ck, kernel, weights).unwrap();
             let mut out = Measure::rest();
             let mut logits = vec![0.0f32; 24 * 132];
             let (mut mean, mut log_std) = (vec![0.0f32; 32], vec![0.0f32; 32]);
@@ -95,7 +99,7 @@ fn decode_and_encode_do_not_allocate() {
                     assert!(model.decode(&z[..5], &mut out).is_err());
                 }
             });
-            assert_eq!(n, 0, "{kernel:?} allocated {n} times");
+            assert_eq!(n, 0, "{kernel:?} {weights:?} allocated {n} times");
             assert!(mean.iter().chain(&log_std).all(|x| x.is_finite()));
         }
     }

@@ -12,12 +12,17 @@
 //!
 //! Speed: the token embedding's share of the tick GRU's input projection is a precomputed
 //! V x 3H table, the beat context's share is computed once per beat, the beat-level layers
-//! run as small matrix products over all beats at once, and the kernels are compiled for
-//! AVX2+FMA as well as the baseline target and picked at run time ([`Kernel`]).
+//! and the encoder's upper input projections run as small matrix products over all steps at
+//! once, and the encoder steps its two directions in lockstep. What is left per tick is four
+//! matrix-vector products (about 164k multiply-adds over 656 KB of f32 weights), so batch-1
+//! decoding is bound by how fast the core streams weights from its L2 cache, not by
+//! arithmetic. Hence hand-written AVX2 and AVX-512 kernels over cache-line-aligned blocks,
+//! picked at run time ([`Kernel`]), and an optional f16 storage of the weights that halves
+//! the bytes ([`Weights::F16`]; it changes results slightly, so it is not the default).
 
 mod kernels;
 
-pub use kernels::Kernel;
+pub use kernels::{Kernel, Weights};
 
 use kernels::{argmax, gru_update, padded_bias, selu_in_place, Isa, Packed, Portable};
 
@@ -121,8 +126,10 @@ struct Scratch {
     gh: Vec<f32>,
     /// Per-step layer outputs, ping-pong (T x 2H).
     seq: [Vec<f32>; 2],
-    /// Input-side gate pre-activations for all steps of a layer (T x 3H padded).
-    gi_all: Vec<f32>,
+    /// Input-side gate pre-activations for all steps of a layer, per direction (T x 3H padded).
+    gi_all: [Vec<f32>; 2],
+    /// Encoder: hidden state per direction (H).
+    dir_h: [Vec<f32>; 2],
     /// Encoder final states (2 x layers x H, padded to 16).
     state: Vec<f32>,
     /// Head hidden layer (padded).
@@ -146,6 +153,7 @@ struct Scratch {
 pub struct InferModel {
     cfg: MeasureVaeConfig,
     kernel: Kernel,
+    weights: Weights,
     enc: EncoderWeights,
     dec: DecoderWeights,
     s: Scratch,
@@ -171,10 +179,16 @@ fn tensor<'a>(ck: &'a Checkpoint, name: &str, shape: &[usize]) -> Result<&'a [f3
     Ok(data)
 }
 
-fn dense(ck: &Checkpoint, prefix: &str, input: usize, output: usize) -> Result<Dense, InferError> {
+fn dense(
+    ck: &Checkpoint,
+    prefix: &str,
+    input: usize,
+    output: usize,
+    format: Weights,
+) -> Result<Dense, InferError> {
     let w = tensor(ck, &format!("{prefix}.weight"), &[output, input])?;
     let b = tensor(ck, &format!("{prefix}.bias"), &[output])?;
-    let w = Packed::new(w, output, input, 0, input);
+    let w = Packed::new(w, output, input, 0, input, format);
     let b = padded_bias(b, w.padded());
     Ok(Dense { w, b })
 }
@@ -210,9 +224,9 @@ fn folded_bias(b_ih: &[f32], b_hh: &[f32], h: usize) -> Vec<f32> {
         .collect()
 }
 
-fn gru_dir(raw: RawGru, input: usize, h: usize, pack_input: bool) -> GruDir {
+fn gru_dir(raw: RawGru, input: usize, h: usize, pack_input: bool, format: Weights) -> GruDir {
     let (w_ih, w_hh, b_ih, b_hh) = raw;
-    let w_hh = Packed::new(w_hh, 3 * h, h, 0, h);
+    let w_hh = Packed::new(w_hh, 3 * h, h, 0, h, format);
     let padded = w_hh.padded();
     let b_h: Vec<f32> = (0..padded)
         .map(|i| {
@@ -224,7 +238,7 @@ fn gru_dir(raw: RawGru, input: usize, h: usize, pack_input: bool) -> GruDir {
         })
         .collect();
     GruDir {
-        w_ih: pack_input.then(|| Packed::new(w_ih, 3 * h, input, 0, input)),
+        w_ih: pack_input.then(|| Packed::new(w_ih, 3 * h, input, 0, input, format)),
         b_i: padded_bias(&folded_bias(b_ih, b_hh, h), padded),
         w_hh,
         b_h,
@@ -288,8 +302,18 @@ impl InferModel {
         Self::with_kernel(ck, Kernel::detect())
     }
 
-    /// Builds the model with a chosen kernel variant (for benchmarks and tests).
+    /// Builds the model with a chosen kernel variant and f32 weights.
     pub fn with_kernel(ck: &Checkpoint, kernel: Kernel) -> Result<Self, InferError> {
+        Self::with_options(ck, kernel, Weights::F32)
+    }
+
+    /// Builds the model with a chosen kernel variant and weight storage (for benchmarks, tests
+    /// and hosts that prefer speed over bit-level agreement with candle: see [`Weights`]).
+    pub fn with_options(
+        ck: &Checkpoint,
+        kernel: Kernel,
+        weights: Weights,
+    ) -> Result<Self, InferError> {
         if !kernel.is_supported() {
             return Err(InferError::UnsupportedKernel(kernel.name()));
         }
@@ -330,7 +354,7 @@ impl InferModel {
                 .enumerate()
             {
                 let raw = raw_gru(ck, "enc.rnn", suffix, input, h)?;
-                let dir = gru_dir(raw, input, h, k > 0);
+                let dir = gru_dir(raw, input, h, k > 0, weights);
                 if k == 0 {
                     let mut t = Vec::with_capacity(v * g);
                     for tok in 0..v {
@@ -349,12 +373,12 @@ impl InferModel {
             table,
             layers: enc_layers,
             mean: [
-                dense(ck, "enc.mean.0", state, cfg.head_hidden)?,
-                dense(ck, "enc.mean.2", cfg.head_hidden, zd)?,
+                dense(ck, "enc.mean.0", state, cfg.head_hidden, weights)?,
+                dense(ck, "enc.mean.2", cfg.head_hidden, zd, weights)?,
             ],
             log_std: [
-                dense(ck, "enc.log_std.0", state, cfg.head_hidden)?,
-                dense(ck, "enc.log_std.2", cfg.head_hidden, zd)?,
+                dense(ck, "enc.log_std.0", state, cfg.head_hidden, weights)?,
+                dense(ck, "enc.log_std.2", cfg.head_hidden, zd, weights)?,
             ],
         };
 
@@ -365,7 +389,7 @@ impl InferModel {
         for k in 0..l {
             let input = if k == 0 { 1 } else { h };
             let raw = raw_gru(ck, "dec.beat_rnn", &format!("l{k}"), input, h)?;
-            let dir = gru_dir(raw, input, h, k > 0);
+            let dir = gru_dir(raw, input, h, k > 0, weights);
             if k == 0 {
                 let p = project(raw.0, g, 1, 0, beat_input);
                 beat_gi0 = p.iter().zip(&dir.b_i).map(|(a, b)| a + b).collect();
@@ -381,13 +405,13 @@ impl InferModel {
         for k in 0..l {
             let input = if k == 0 { e + h } else { h };
             let raw = raw_gru(ck, "dec.tick_rnn", &format!("l{k}"), input, h)?;
-            let dir = gru_dir(raw, input, h, k > 0);
+            let dir = gru_dir(raw, input, h, k > 0, weights);
             if k == 0 {
                 for tok in 0..v {
                     token_table.extend(project(raw.0, g, input, 0, &demb[tok * e..(tok + 1) * e]));
                 }
                 start_gi = project(raw.0, g, input, 0, start);
-                let w = Packed::new(raw.0, g, h, e, input);
+                let w = Packed::new(raw.0, g, h, e, input, weights);
                 context = Some(Dense {
                     b: dir.b_i.clone(),
                     w,
@@ -398,16 +422,16 @@ impl InferModel {
         let context =
             context.ok_or_else(|| InferError::Checkpoint("config has no GRU layers".into()))?;
         let dec = DecoderWeights {
-            z_to_beat_hidden: dense(ck, "dec.z_to_beat_hidden", zd, l * h)?,
+            z_to_beat_hidden: dense(ck, "dec.z_to_beat_hidden", zd, l * h, weights)?,
             beat_gi0,
             beat_layers,
-            beat_to_tick_hidden: dense(ck, "dec.beat_to_tick_hidden", h, l * h)?,
-            beat_to_tick_input: dense(ck, "dec.beat_to_tick_input", h, h)?,
+            beat_to_tick_hidden: dense(ck, "dec.beat_to_tick_hidden", h, l * h, weights)?,
+            beat_to_tick_input: dense(ck, "dec.beat_to_tick_input", h, h, weights)?,
             token_table,
             start_gi,
             context,
             tick_layers,
-            output: dense(ck, "dec.output", h, v)?,
+            output: dense(ck, "dec.output", h, v, weights)?,
         };
 
         let gp = round16(g);
@@ -417,7 +441,8 @@ impl InferModel {
             gi: vec![0.0; gp],
             gh: vec![0.0; gp],
             seq: [vec![0.0; steps * 2 * h], vec![0.0; steps * 2 * h]],
-            gi_all: vec![0.0; steps * gp],
+            gi_all: [vec![0.0; steps * gp], vec![0.0; steps * gp]],
+            dir_h: [vec![0.0; h], vec![0.0; h]],
             state: vec![0.0; round16(state)],
             head: vec![0.0; round16(cfg.head_hidden)],
             head_out: vec![0.0; round16(zd)],
@@ -430,6 +455,7 @@ impl InferModel {
         Ok(InferModel {
             cfg,
             kernel,
+            weights,
             enc,
             dec,
             s,
@@ -451,6 +477,11 @@ impl InferModel {
         self.kernel
     }
 
+    /// How the weight matrices are stored.
+    pub fn weights(&self) -> Weights {
+        self.weights
+    }
+
     /// Greedy decoding of one measure from z (`latent()` values), without allocating.
     pub fn decode(&mut self, z: &[f32], out: &mut Measure) -> Result<(), InferError> {
         self.decode_with_logits(z, out, None)
@@ -469,9 +500,14 @@ impl InferModel {
             check_len("logits", TICKS_PER_MEASURE * VOCAB_SIZE, l.len())?;
         }
         match self.kernel {
+            // SAFETY (all arms): the kernel was checked to be supported by this CPU at
+            // construction.
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: the kernel was checked to be supported by this CPU at construction.
+            Kernel::Avx512 => unsafe { self.decode_avx512(z, out, logits) },
+            #[cfg(target_arch = "x86_64")]
             Kernel::Avx2Fma => unsafe { self.decode_avx2(z, out, logits) },
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2FmaAuto => unsafe { self.decode_avx2_auto(z, out, logits) },
             _ => self.decode_impl::<Portable>(z, out, logits),
         }
         Ok(())
@@ -494,24 +530,60 @@ impl InferModel {
             return Err(InferError::Token { tick, token });
         }
         match self.kernel {
+            // SAFETY (all arms): the kernel was checked to be supported by this CPU at
+            // construction.
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: the kernel was checked to be supported by this CPU at construction.
+            Kernel::Avx512 => unsafe { self.encode_avx512(m, mean, log_std) },
+            #[cfg(target_arch = "x86_64")]
             Kernel::Avx2Fma => unsafe { self.encode_avx2(m, mean, log_std) },
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2FmaAuto => unsafe { self.encode_avx2_auto(m, mean, log_std) },
             _ => self.encode_impl::<Portable>(m, mean, log_std),
         }
         Ok(())
     }
 
+    // One entry point per kernel variant: the generic body inlined under the target features.
+
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn decode_avx512(&mut self, z: &[f32], out: &mut Measure, logits: Option<&mut [f32]>) {
+        self.decode_impl::<kernels::Avx512>(z, out, logits)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn encode_avx512(&mut self, m: &Measure, mean: &mut [f32], log_std: &mut [f32]) {
+        self.encode_impl::<kernels::Avx512>(m, mean, log_std)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn decode_avx2(&mut self, z: &[f32], out: &mut Measure, logits: Option<&mut [f32]>) {
         self.decode_impl::<kernels::Avx2Fma>(z, out, logits)
     }
 
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn encode_avx2(&mut self, m: &Measure, mean: &mut [f32], log_std: &mut [f32]) {
         self.encode_impl::<kernels::Avx2Fma>(m, mean, log_std)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn decode_avx2_auto(
+        &mut self,
+        z: &[f32],
+        out: &mut Measure,
+        logits: Option<&mut [f32]>,
+    ) {
+        self.decode_impl::<kernels::GenericFma>(z, out, logits)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn encode_avx2_auto(&mut self, m: &Measure, mean: &mut [f32], log_std: &mut [f32]) {
+        self.encode_impl::<kernels::GenericFma>(m, mean, log_std)
     }
 
     #[inline(always)]
@@ -541,7 +613,7 @@ impl InferModel {
         for (k, dir) in d.beat_layers.iter().enumerate() {
             let (prev, cur) = split_pair(&mut s.seq, k % 2);
             if let Some(w_ih) = &dir.w_ih {
-                I::matmul(w_ih, &dir.b_i, prev, h, beats, &mut s.gi_all, gp);
+                I::matmul(w_ih, &dir.b_i, prev, h, beats, &mut s.gi_all[0], gp);
             }
             let hk = &mut s.h[..h];
             hk.copy_from_slice(&s.beat_h0[k * h..(k + 1) * h]);
@@ -549,7 +621,7 @@ impl InferModel {
                 let gi = if k == 0 {
                     &d.beat_gi0[..]
                 } else {
-                    &s.gi_all[t * gp..t * gp + g]
+                    &s.gi_all[0][t * gp..t * gp + g]
                 };
                 I::matvec(&dir.w_hh, &dir.b_h, hk, &mut s.gh);
                 gru_update(hk, gi, &s.gh);
@@ -650,26 +722,32 @@ impl InferModel {
         let s = &mut self.s;
         for (k, layer) in e.layers.iter().enumerate() {
             let (prev, cur) = split_pair(&mut s.seq, k % 2);
-            for (dir_i, dir) in layer.iter().enumerate() {
+            for (d, dir) in layer.iter().enumerate() {
                 if let Some(w_ih) = &dir.w_ih {
-                    I::matmul(w_ih, &dir.b_i, prev, 2 * h, steps, &mut s.gi_all, gp);
+                    I::matmul(w_ih, &dir.b_i, prev, 2 * h, steps, &mut s.gi_all[d], gp);
                 }
-                let hk = &mut s.h[..h];
-                hk.fill(0.0);
-                for i in 0..steps {
-                    let t = if dir_i == 0 { i } else { steps - 1 - i };
+                s.dir_h[d].fill(0.0);
+            }
+            // The directions are independent: stepping them in lockstep gives the core two
+            // chains of work to overlap at every step's boundary.
+            for i in 0..steps {
+                for (d, dir) in layer.iter().enumerate() {
+                    let t = if d == 0 { i } else { steps - 1 - i };
                     let gi = if k == 0 {
                         let tok = m.0[t] as usize;
-                        &e.table[dir_i][tok * g..(tok + 1) * g]
+                        &e.table[d][tok * g..(tok + 1) * g]
                     } else {
-                        &s.gi_all[t * gp..t * gp + g]
+                        &s.gi_all[d][t * gp..t * gp + g]
                     };
-                    I::matvec(&dir.w_hh, &dir.b_h, hk, &mut s.gh);
-                    gru_update(hk, gi, &s.gh);
-                    cur[t * 2 * h + dir_i * h..t * 2 * h + (dir_i + 1) * h].copy_from_slice(hk);
+                    let hd = &mut s.dir_h[d][..h];
+                    I::matvec(&dir.w_hh, &dir.b_h, hd, &mut s.gh);
+                    gru_update(hd, gi, &s.gh);
+                    cur[t * 2 * h + d * h..t * 2 * h + (d + 1) * h].copy_from_slice(hd);
                 }
-                // h_n order: l0-fwd, l0-bwd, l1-fwd, l1-bwd.
-                s.state[(2 * k + dir_i) * h..(2 * k + dir_i + 1) * h].copy_from_slice(hk);
+            }
+            // h_n order: l0-fwd, l0-bwd, l1-fwd, l1-bwd.
+            for d in 0..2 {
+                s.state[(2 * k + d) * h..(2 * k + d + 1) * h].copy_from_slice(&s.dir_h[d][..h]);
             }
         }
         let latent = self.cfg.latent;

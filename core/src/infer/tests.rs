@@ -1,6 +1,7 @@
 //! The fast model against a direct f64 transcription of MeasureVAE from the raw tensors.
 
 use super::*;
+use crate::infer::Weights;
 use crate::music::token::{HOLD, REST};
 
 type Tensors = std::collections::BTreeMap<String, (Vec<usize>, Vec<f32>)>;
@@ -370,4 +371,40 @@ fn decoding_is_deterministic_and_reuses_no_state() {
     model.encode(&b, &mut m2, &mut s2).unwrap();
     model.encode(&a, &mut m2, &mut s2).unwrap();
     assert_eq!((m1, s1), (m2, s2));
+}
+
+/// f16 weights: logits within a few 1e-3 of the f32 model's; report how often greedy tokens
+/// differ (they may, where the two best logits are closer than the rounding moves them).
+#[test]
+fn f16_weights_stay_close_to_f32() {
+    let cfg = MeasureVaeConfig::default();
+    let ck = random_checkpoint(&cfg, 3);
+    let kernel = Kernel::detect();
+    let mut exact = InferModel::with_options(&ck, kernel, Weights::F32).unwrap();
+    let mut half = InferModel::with_options(&ck, kernel, Weights::F16).unwrap();
+    let n = 24 * VOCAB_SIZE;
+    let (mut la, mut lb) = (vec![0.0f32; n], vec![0.0f32; n]);
+    let (mut a, mut b) = (Measure::rest(), Measure::rest());
+    let (mut same, mut worst, cases) = (0, 0.0f32, 200);
+    for case in 0..cases {
+        let z = latent(1000 + case, cfg.latent, 2.5);
+        exact.decode_with_logits(&z, &mut a, Some(&mut la)).unwrap();
+        half.decode_with_logits(&z, &mut b, Some(&mut lb)).unwrap();
+        same += u64::from(a == b);
+        if a == b {
+            for (x, y) in la.iter().zip(&lb) {
+                worst = worst.max((x - y).abs());
+            }
+        }
+        let (mut ma, mut sa, mut mb, mut sb) =
+            (vec![0.0; 32], vec![0.0; 32], vec![0.0; 32], vec![0.0; 32]);
+        exact.encode(&a, &mut ma, &mut sa).unwrap();
+        half.encode(&a, &mut mb, &mut sb).unwrap();
+        for i in 0..32 {
+            worst = worst.max((ma[i] - mb[i]).abs()).max((sa[i] - sb[i]).abs());
+        }
+    }
+    println!("f16 weights: {same}/{cases} measures decode identically; max difference {worst:e}");
+    assert!(worst < 1e-2, "f16 weights move outputs by {worst}");
+    assert!(same * 10 >= cases * 9, "only {same}/{cases} identical");
 }
