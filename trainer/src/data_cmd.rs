@@ -138,7 +138,7 @@ pub struct DemoArgs {
     #[arg(long, default_value = "runs/demo")]
     out: PathBuf,
     /// Training epochs (a finished demo run in --out is reused; a shorter one is continued).
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 12)]
     epochs: usize,
     /// Synthetic pieces (4 bars each).
     #[arg(long, default_value_t = 2500)]
