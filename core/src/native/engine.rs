@@ -964,6 +964,8 @@ pub struct NativeEngine {
     works: Vec<Work>,
     adam: NativeAdam,
     threads: usize,
+    /// Reused by [`NativeEngine::train_step`] and [`NativeEngine::eval_step`].
+    noise: StepNoise,
 }
 
 impl std::fmt::Debug for NativeEngine {
@@ -992,6 +994,7 @@ impl NativeEngine {
             params,
             works: Vec::new(),
             threads: rayon::current_num_threads().clamp(1, 2),
+            noise: StepNoise::default(),
         })
     }
 
@@ -1200,8 +1203,10 @@ impl NativeEngine {
         teacher_forcing: bool,
         rng: &mut dyn RngCore,
     ) -> StepValues {
-        let noise = StepNoise::draw(&self.cfg, tokens.len() / T, true, rng);
+        let mut noise = std::mem::take(&mut self.noise);
+        noise.redraw(&self.cfg, tokens.len() / T, true, rng);
         let v = self.forward_backward(tokens, attributes, teacher_forcing, &noise, loss, true);
+        self.noise = noise;
         self.adam_step();
         v
     }
@@ -1214,8 +1219,11 @@ impl NativeEngine {
         loss: &NativeLoss,
         rng: &mut dyn RngCore,
     ) -> StepValues {
-        let noise = StepNoise::draw(&self.cfg, tokens.len() / T, false, rng);
-        self.forward_backward(tokens, attributes, false, &noise, loss, false)
+        let mut noise = std::mem::take(&mut self.noise);
+        noise.redraw(&self.cfg, tokens.len() / T, false, rng);
+        let v = self.forward_backward(tokens, attributes, false, &noise, loss, false);
+        self.noise = noise;
+        v
     }
 }
 
