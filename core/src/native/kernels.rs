@@ -2,9 +2,9 @@
 //! backward in single passes, SELU.
 
 /// SELU's λ (PyTorch).
-pub(crate) const SELU_LAMBDA: f32 = 1.050_700_987_355_480_5;
+pub(crate) const SELU_LAMBDA: f32 = 1.050_700_987_355_480_5_f64 as f32;
 /// SELU's α (PyTorch).
-pub(crate) const SELU_ALPHA: f32 = 1.673_263_242_354_377_3;
+pub(crate) const SELU_ALPHA: f32 = 1.673_263_242_354_377_3_f64 as f32;
 
 /// e^x to about 2 ulp (Cephes' polynomial, range reduction by rounding with a magic constant),
 /// branch-free so that loops over it vectorize. Inputs are clamped to [-87, 88].
@@ -22,7 +22,7 @@ pub(crate) fn exp(x: f32) -> f32 {
     p = p * r + 8.333_452e-3;
     p = p * r + 4.166_579_6e-2;
     p = p * r + 1.666_666_5e-1;
-    p = p * r + 5.000_000_1e-1;
+    p = p * r + 0.5;
     let y = p * r * r + r + 1.0;
     y * f32::from_bits(((ni + 127) << 23) as u32)
 }
