@@ -82,6 +82,9 @@ fn percentiles(mut v: Vec<f64>) -> (f64, f64, f64) {
     (q(0.5), q(0.1), q(0.9))
 }
 
+/// One training step of an engine on the dataset rows given, with a teacher-forcing coin.
+type StepFn<'a> = Box<dyn FnMut(&[usize], bool, &mut ChaCha8Rng) -> Result<f32> + 'a>;
+
 pub fn bench(a: BenchArgs) -> Result<()> {
     let (ds, what) = match &a.data {
         Some(p) => (Dataset::load(p)?, p.display().to_string()),
@@ -95,7 +98,11 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     idx.shuffle(&mut ChaCha8Rng::seed_from_u64(a.seed));
     let n_batches = a.warmup + a.steps;
     let batches: Vec<Vec<usize>> = (0..n_batches)
-        .map(|i| (0..a.batch).map(|j| idx[(i * a.batch + j) % idx.len()]).collect())
+        .map(|i| {
+            (0..a.batch)
+                .map(|j| idx[(i * a.batch + j) % idx.len()])
+                .collect()
+        })
         .collect();
     let cfg = MeasureVaeConfig::default();
     let loss = LossConfig::ar_vae_music();
@@ -111,33 +118,32 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     let mut coins = Vec::new();
     for engine in &a.engines {
         let mut rng = ChaCha8Rng::seed_from_u64(a.seed ^ 0x5eed);
-        let mut run: Box<dyn FnMut(&[usize], bool, &mut ChaCha8Rng) -> Result<f32>> =
-            match engine.as_str() {
-                "native" => {
-                    let mut e = NativeEngine::new(&cfg, &init, 1e-4).map_err(anyhow::Error::msg)?;
-                    let nl = NativeLoss::from(&loss);
-                    let ds = &ds;
-                    Box::new(move |b, tf, rng| {
-                        let (t, at) = dataset_batch(ds, b);
-                        Ok(e.train_step(&t, &at, &nl, tf, rng).total)
-                    })
-                }
-                "candle" => {
-                    let model = MeasureVae::from_tensors(&cfg, &init, &Device::Cpu)?;
-                    let mut adam = Adam::new(model.named_vars(), AdamConfig::default())?;
-                    let ds = &ds;
-                    let loss = &loss;
-                    Box::new(move |b, tf, rng| {
-                        let (t, at) = dataset_batch(ds, b);
-                        let batch = Batch {
-                            tokens: Tensor::from_vec(t, (b.len(), 24), &Device::Cpu)?,
-                            attributes: Tensor::from_vec(at, (b.len(), 4), &Device::Cpu)?,
-                        };
-                        Ok(train_step(&model, &mut adam, &batch, loss, tf, rng)?.total)
-                    })
-                }
-                other => anyhow::bail!("unknown engine '{other}' (native, candle)"),
-            };
+        let mut run: StepFn = match engine.as_str() {
+            "native" => {
+                let mut e = NativeEngine::new(&cfg, &init, 1e-4).map_err(anyhow::Error::msg)?;
+                let nl = NativeLoss::from(&loss);
+                let ds = &ds;
+                Box::new(move |b, tf, rng| {
+                    let (t, at) = dataset_batch(ds, b);
+                    Ok(e.train_step(&t, &at, &nl, tf, rng).total)
+                })
+            }
+            "candle" => {
+                let model = MeasureVae::from_tensors(&cfg, &init, &Device::Cpu)?;
+                let mut adam = Adam::new(model.named_vars(), AdamConfig::default())?;
+                let ds = &ds;
+                let loss = &loss;
+                Box::new(move |b, tf, rng| {
+                    let (t, at) = dataset_batch(ds, b);
+                    let batch = Batch {
+                        tokens: Tensor::from_vec(t, (b.len(), 24), &Device::Cpu)?,
+                        attributes: Tensor::from_vec(at, (b.len(), 4), &Device::Cpu)?,
+                    };
+                    Ok(train_step(&model, &mut adam, &batch, loss, tf, rng)?.total)
+                })
+            }
+            other => anyhow::bail!("unknown engine '{other}' (native, candle)"),
+        };
         let mut this_coins = Vec::new();
         let mut last = 0.0;
         let (mut t0, mut c0) = (Instant::now(), cpu_seconds());
@@ -169,13 +175,17 @@ pub fn bench(a: BenchArgs) -> Result<()> {
             coins = (0..n_batches).map(|_| rng.gen_bool(0.5) as i64).collect();
         }
         let n = flat.len();
-        let arr = |shape: Vec<usize>, d: NpyData| NpyArray::new(shape, d).map_err(anyhow::Error::msg);
+        let arr =
+            |shape: Vec<usize>, d: NpyData| NpyArray::new(shape, d).map_err(anyhow::Error::msg);
         write_npz(
             path,
             &[
                 (
                     "tokens",
-                    &arr(vec![n, 24], NpyData::I64(tokens.iter().map(|&x| x as i64).collect()))?,
+                    &arr(
+                        vec![n, 24],
+                        NpyData::I64(tokens.iter().map(|&x| x as i64).collect()),
+                    )?,
                 ),
                 ("attributes", &NpyArray::f32_2d(n, 4, attrs)),
                 ("teacher_forcing", &NpyArray::i64_1d(coins)),

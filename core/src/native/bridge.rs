@@ -50,7 +50,11 @@ impl NativeEngine {
         let tensors = self.to_tensors();
         for (name, var) in model.named_vars() {
             let (shape, values) = &tensors[&name];
-            var.set(&Tensor::from_slice(values, shape.as_slice(), model.device())?)?;
+            var.set(&Tensor::from_slice(
+                values,
+                shape.as_slice(),
+                model.device(),
+            )?)?;
         }
         adam.load_state(self.adam_step_count(), &self.adam_state_tensors())
     }

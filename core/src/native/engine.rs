@@ -291,16 +291,16 @@ impl Work {
                 }
                 if !part.noise.encoder.is_empty() {
                     let n = rows * 2 * h;
-                    let base = (k - 1) * T * part.batch * 2 * h + (t * part.batch + part.r0) * 2 * h;
+                    let base =
+                        (k - 1) * T * part.batch * 2 * h + (t * part.batch + part.r0) * 2 * h;
                     let mask = &part.noise.encoder[base..base + n];
                     for (x, mk) in x[t * n..(t + 1) * n].iter_mut().zip(mask) {
                         *x *= mk;
                     }
                 }
             }
-            for d in 0..2 {
+            for (d, seq) in upper[0].iter_mut().enumerate() {
                 let w = &m.lay.enc_rnn[k][d];
-                let seq = &mut upper[0][d];
                 linear(&mut seq.gi, x, T * rows, m.wih(w), m.bih(w), g);
                 seq.forward(rows, d == 1, T, None, m.p, w, &mut self.sc);
             }
@@ -328,9 +328,19 @@ impl Work {
                 m.lb(&head[0]),
                 hh,
             );
-            selu(&mut self.head_s[i][..rows * hh], &self.head_a[i][..rows * hh]);
+            selu(
+                &mut self.head_s[i][..rows * hh],
+                &self.head_a[i][..rows * hh],
+            );
             let out = if i == 0 { &mut self.mu } else { &mut self.ls };
-            linear(out, &self.head_s[i], rows, m.lw(&head[1]), m.lb(&head[1]), zd);
+            linear(
+                out,
+                &self.head_s[i],
+                rows,
+                m.lw(&head[1]),
+                m.lb(&head[1]),
+                zd,
+            );
         }
         let eps = &part.noise.eps[part.r0 * zd..(part.r0 + rows) * zd];
         for (((z, &mu), &ls), &e) in self.z.iter_mut().zip(&self.mu).zip(&self.ls).zip(eps) {
@@ -372,7 +382,15 @@ impl Work {
             let (wi, bi) = (m.wih(w), m.bih(w));
             let row: Vec<f32> = (0..g).map(|j| x * wi[j] + bi[j]).collect();
             fill_rows(&mut self.beat[0].gi, &row, NB * rows, g);
-            self.beat[0].forward(rows, false, NB, Some(&self.beat_init[..bh]), m.p, w, &mut self.sc);
+            self.beat[0].forward(
+                rows,
+                false,
+                NB,
+                Some(&self.beat_init[..bh]),
+                m.p,
+                w,
+                &mut self.sc,
+            );
         }
         for k in 1..l {
             let w = &lay.beat_rnn[k];
@@ -390,13 +408,31 @@ impl Work {
             }
             let seq = &mut upper[0];
             linear(&mut seq.gi, x, NB * rows, m.wih(w), m.bih(w), g);
-            seq.forward(rows, false, NB, Some(&self.beat_init[k * bh..]), m.p, w, &mut self.sc);
+            seq.forward(
+                rows,
+                false,
+                NB,
+                Some(&self.beat_init[k * bh..]),
+                m.p,
+                w,
+                &mut self.sc,
+            );
         }
         // Per beat: tick RNN initial states and context.
         let beats = &self.beat[l - 1].out;
         let (bt_h, bt_i) = (&lay.beat_to_tick_hidden, &lay.beat_to_tick_input);
-        linear(&mut self.th_pre, beats, NB * rows, m.lw(bt_h), m.lb(bt_h), lh);
-        selu(&mut self.th[..NB * rows * lh], &self.th_pre[..NB * rows * lh]);
+        linear(
+            &mut self.th_pre,
+            beats,
+            NB * rows,
+            m.lw(bt_h),
+            m.lb(bt_h),
+            lh,
+        );
+        selu(
+            &mut self.th[..NB * rows * lh],
+            &self.th_pre[..NB * rows * lh],
+        );
         for k in 0..l {
             for r in 0..NB * rows {
                 let dst = k * NB * bh + r * h;
@@ -404,7 +440,14 @@ impl Work {
                     .copy_from_slice(&self.th[r * lh + k * h..r * lh + (k + 1) * h]);
             }
         }
-        linear(&mut self.ctx_pre, beats, NB * rows, m.lw(bt_i), m.lb(bt_i), h);
+        linear(
+            &mut self.ctx_pre,
+            beats,
+            NB * rows,
+            m.lw(bt_i),
+            m.lb(bt_i),
+            h,
+        );
         selu(&mut self.ctx[..NB * bh], &self.ctx_pre[..NB * bh]);
         let w0 = &lay.tick_rnn[0];
         let in0 = w0.input; // embedding + hidden
@@ -443,16 +486,46 @@ impl Work {
                 }
                 self.tick_layer0_input(rows, g, t);
             }
-            self.tick[0].forward(rows, false, TPB, Some(&self.tick_init[..NB * bh]), m.p, w0, &mut self.sc);
+            self.tick[0].forward(
+                rows,
+                false,
+                TPB,
+                Some(&self.tick_init[..NB * bh]),
+                m.p,
+                w0,
+                &mut self.sc,
+            );
             for k in 1..l {
                 self.tick_dropout(part, k, 0..T);
                 let w = &lay.tick_rnn[k];
                 let seq = &mut self.tick[k];
-                linear(&mut seq.gi, &self.tick_x[k - 1], T * rows, m.wih(w), m.bih(w), g);
-                seq.forward(rows, false, TPB, Some(&self.tick_init[k * NB * bh..]), m.p, w, &mut self.sc);
+                linear(
+                    &mut seq.gi,
+                    &self.tick_x[k - 1],
+                    T * rows,
+                    m.wih(w),
+                    m.bih(w),
+                    g,
+                );
+                seq.forward(
+                    rows,
+                    false,
+                    TPB,
+                    Some(&self.tick_init[k * NB * bh..]),
+                    m.p,
+                    w,
+                    &mut self.sc,
+                );
             }
             let o = &lay.output;
-            linear(&mut self.logits_pre, &self.tick[l - 1].out, T * rows, m.lw(o), m.lb(o), v);
+            linear(
+                &mut self.logits_pre,
+                &self.tick[l - 1].out,
+                T * rows,
+                m.lw(o),
+                m.lb(o),
+                v,
+            );
             self.activate(cfg, 0..T * rows * v);
         } else {
             for t in 0..T {
@@ -460,7 +533,8 @@ impl Work {
                     self.prev[t * rows + b] = if t == 0 {
                         START
                     } else {
-                        let row = &self.logits[((t - 1) * rows + b) * v..((t - 1) * rows + b + 1) * v];
+                        let row =
+                            &self.logits[((t - 1) * rows + b) * v..((t - 1) * rows + b + 1) * v];
                         argmax(row) as u32
                     };
                 }
@@ -484,7 +558,14 @@ impl Work {
                 let o = &lay.output;
                 let top = &self.tick[l - 1].out[t * bh..(t + 1) * bh];
                 let blk = t * rows * v..(t + 1) * rows * v;
-                linear(&mut self.logits_pre[blk.clone()], top, rows, m.lw(o), m.lb(o), v);
+                linear(
+                    &mut self.logits_pre[blk.clone()],
+                    top,
+                    rows,
+                    m.lw(o),
+                    m.lb(o),
+                    v,
+                );
                 self.activate(cfg, blk);
             }
         }
@@ -602,7 +683,17 @@ impl Work {
         for k in (0..l).rev() {
             let w = &lay.tick_rnn[k];
             let d_init = &mut self.d_tick_init[k * NB * bh..(k + 1) * NB * bh];
-            self.tick[k].backward(rows, false, TPB, Some(d_init), m.p, w, grads, dgi, &mut self.sc);
+            self.tick[k].backward(
+                rows,
+                false,
+                TPB,
+                Some(d_init),
+                m.p,
+                w,
+                grads,
+                dgi,
+                &mut self.sc,
+            );
             if k > 0 {
                 let x = &self.tick_x[k - 1];
                 gemm(
@@ -614,7 +705,13 @@ impl Work {
                 );
                 colsum_add(&mut grads[w.b_ih..w.b_ih + g], dgi, T * rows, g);
                 let lower = &mut self.tick[k - 1].dout;
-                gemm(lower, h, Mat::rm(dgi, T * rows, g), Mat::rm(m.wih(w), g, h), false);
+                gemm(
+                    lower,
+                    h,
+                    Mat::rm(dgi, T * rows, g),
+                    Mat::rm(m.wih(w), g, h),
+                    false,
+                );
                 if !part.noise.tick.is_empty() {
                     for t in 0..T {
                         let base = ((t * (l - 1) + k - 1) * part.batch + part.r0) * h;
@@ -652,7 +749,12 @@ impl Work {
             }
         }
         let wih0 = m.wih(w0);
-        colsum_add(&mut grads[w0.b_ih..w0.b_ih + g], &self.dctx_gi, NB * rows, g);
+        colsum_add(
+            &mut grads[w0.b_ih..w0.b_ih + g],
+            &self.dctx_gi,
+            NB * rows,
+            g,
+        );
         let gw = &mut grads[w0.w_ih..w0.w_ih + g * in0];
         gemm(
             &mut gw[e..],
@@ -663,8 +765,20 @@ impl Work {
         );
         let dec_emb = m.w(lay.dec_emb, v * e);
         let start = m.w(lay.start_input, e);
-        gemm(gw, in0, Mat::rm(&self.dtok_table, v, g).t(), Mat::rm(dec_emb, v, e), true);
-        gemm(gw, in0, Mat::rm(&self.dstart_proj, 1, g).t(), Mat::rm(start, 1, e), true);
+        gemm(
+            gw,
+            in0,
+            Mat::rm(&self.dtok_table, v, g).t(),
+            Mat::rm(dec_emb, v, e),
+            true,
+        );
+        gemm(
+            gw,
+            in0,
+            Mat::rm(&self.dstart_proj, 1, g).t(),
+            Mat::rm(start, 1, e),
+            true,
+        );
         let tok_w = Mat::ld(wih0, g, e, in0);
         gemm(
             &mut grads[lay.dec_emb..lay.dec_emb + v * e],
@@ -744,7 +858,17 @@ impl Work {
         for k in (0..l).rev() {
             let w = &lay.beat_rnn[k];
             let d_init = &mut self.d_beat_init[k * bh..(k + 1) * bh];
-            self.beat[k].backward(rows, false, NB, Some(d_init), m.p, w, grads, dgi, &mut self.sc);
+            self.beat[k].backward(
+                rows,
+                false,
+                NB,
+                Some(d_init),
+                m.p,
+                w,
+                grads,
+                dgi,
+                &mut self.sc,
+            );
             if k > 0 {
                 let x = &self.beat_x[k - 1];
                 gemm(
@@ -756,7 +880,13 @@ impl Work {
                 );
                 colsum_add(&mut grads[w.b_ih..w.b_ih + g], dgi, NB * rows, g);
                 let lower = &mut self.beat[k - 1].dout;
-                gemm(lower, h, Mat::rm(dgi, NB * rows, g), Mat::rm(m.wih(w), g, h), false);
+                gemm(
+                    lower,
+                    h,
+                    Mat::rm(dgi, NB * rows, g),
+                    Mat::rm(m.wih(w), g, h),
+                    false,
+                );
                 if !part.noise.beat.is_empty() {
                     for t in 0..NB {
                         let base = ((k - 1) * NB + t) * part.batch * h + part.r0 * h;
@@ -867,7 +997,17 @@ impl Work {
             }
             for d in 0..2 {
                 let w = &lay.enc_rnn[k][d];
-                self.enc[k][d].backward(rows, d == 1, T, None, m.p, w, grads, &mut self.dgi[d], &mut self.sc);
+                self.enc[k][d].backward(
+                    rows,
+                    d == 1,
+                    T,
+                    None,
+                    m.p,
+                    w,
+                    grads,
+                    &mut self.dgi[d],
+                    &mut self.sc,
+                );
             }
             if k > 0 {
                 let x = &self.enc_x[k - 1];
@@ -896,7 +1036,8 @@ impl Work {
                     let n = rows * 2 * h;
                     let blk = &mut dx[t * n..(t + 1) * n];
                     if !part.noise.encoder.is_empty() {
-                        let base = (k - 1) * T * part.batch * 2 * h + (t * part.batch + part.r0) * 2 * h;
+                        let base =
+                            (k - 1) * T * part.batch * 2 * h + (t * part.batch + part.r0) * 2 * h;
                         for (x, mk) in blk.iter_mut().zip(&part.noise.encoder[base..base + n]) {
                             *x *= mk;
                         }
@@ -964,6 +1105,8 @@ pub struct NativeEngine {
     works: Vec<Work>,
     adam: NativeAdam,
     threads: usize,
+    /// Reused by [`NativeEngine::train_step`] and [`NativeEngine::eval_step`].
+    noise: StepNoise,
 }
 
 impl std::fmt::Debug for NativeEngine {
@@ -992,6 +1135,7 @@ impl NativeEngine {
             params,
             works: Vec::new(),
             threads: rayon::current_num_threads().clamp(1, 2),
+            noise: StepNoise::default(),
         })
     }
 
@@ -1062,11 +1206,17 @@ impl NativeEngine {
         backward: bool,
     ) -> StepValues {
         let batch = tokens.len() / T;
-        assert!(batch > 0 && tokens.len() == batch * T, "tokens must be (B, 24)");
+        assert!(
+            batch > 0 && tokens.len() == batch * T,
+            "tokens must be (B, 24)"
+        );
         assert_eq!(attributes.len(), batch * 4, "attributes must be (B, 4)");
         assert_eq!(noise.batch, batch, "noise drawn for another batch size");
         let vmax = tokens.iter().copied().max().unwrap_or(0) as usize;
-        assert!(vmax < self.cfg.vocab_size, "token {vmax} out of the vocabulary");
+        assert!(
+            vmax < self.cfg.vocab_size,
+            "token {vmax} out of the vocabulary"
+        );
         let parts: Vec<(usize, usize)> = if self.threads > 1 && batch >= MIN_SPLIT_ROWS {
             let a = batch.div_ceil(2);
             vec![(0, a), (a, batch - a)]
@@ -1200,8 +1350,10 @@ impl NativeEngine {
         teacher_forcing: bool,
         rng: &mut dyn RngCore,
     ) -> StepValues {
-        let noise = StepNoise::draw(&self.cfg, tokens.len() / T, true, rng);
+        let mut noise = std::mem::take(&mut self.noise);
+        noise.redraw(&self.cfg, tokens.len() / T, true, rng);
         let v = self.forward_backward(tokens, attributes, teacher_forcing, &noise, loss, true);
+        self.noise = noise;
         self.adam_step();
         v
     }
@@ -1214,8 +1366,11 @@ impl NativeEngine {
         loss: &NativeLoss,
         rng: &mut dyn RngCore,
     ) -> StepValues {
-        let noise = StepNoise::draw(&self.cfg, tokens.len() / T, false, rng);
-        self.forward_backward(tokens, attributes, false, &noise, loss, false)
+        let mut noise = std::mem::take(&mut self.noise);
+        noise.redraw(&self.cfg, tokens.len() / T, false, rng);
+        let v = self.forward_backward(tokens, attributes, false, &noise, loss, false);
+        self.noise = noise;
+        v
     }
 }
 

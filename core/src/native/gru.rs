@@ -130,6 +130,7 @@ impl Seq {
 
     /// Runs all steps; segments of `seg` steps start from `inits` (segment, rows, H), or from
     /// zeros without.
+    #[allow(clippy::too_many_arguments)]
     pub fn forward(
         &mut self,
         rows: usize,

@@ -64,7 +64,10 @@ pub(crate) fn gemm(dst: &mut [f32], ldd: usize, a: Mat, b: Mat, accumulate: bool
     if m == 0 || n == 0 {
         return;
     }
-    assert!(ldd >= n && (m - 1) * ldd + n <= dst.len(), "gemm destination too small");
+    assert!(
+        ldd >= n && (m - 1) * ldd + n <= dst.len(),
+        "gemm destination too small"
+    );
     if k == 0 {
         if !accumulate {
             for r in 0..m {

@@ -43,18 +43,34 @@ impl StepNoise {
     /// the candle model's training forward draws them (encoder masks, eps, beat masks, then per
     /// tick the tick masks); without, eps only.
     pub fn draw(cfg: &MeasureVaeConfig, batch: usize, train: bool, rng: &mut dyn RngCore) -> Self {
+        let mut s = StepNoise::default();
+        s.redraw(cfg, batch, train, rng);
+        s
+    }
+
+    /// [`StepNoise::draw`] into these buffers (no allocation once they are large enough).
+    pub fn redraw(
+        &mut self,
+        cfg: &MeasureVaeConfig,
+        batch: usize,
+        train: bool,
+        rng: &mut dyn RngCore,
+    ) {
         let (h, l, t) = (cfg.hidden, cfg.layers, TICKS_PER_MEASURE);
         let dropout = train && cfg.dropout > 0.0;
-        let mut s = StepNoise {
-            batch,
-            ..Default::default()
-        };
+        let s = self;
+        s.batch = batch;
+        s.encoder.clear();
+        s.eps.clear();
+        s.beat.clear();
+        s.tick.clear();
         if dropout {
             for _ in 1..l {
                 mask(rng, cfg.dropout, t * batch * 2 * h, &mut s.encoder);
             }
         }
-        s.eps = (0..batch * cfg.latent).map(|_| standard_normal(rng)).collect();
+        s.eps
+            .extend((0..batch * cfg.latent).map(|_| standard_normal(rng)));
         if dropout {
             for _ in 1..l {
                 mask(rng, cfg.dropout, BEATS_PER_MEASURE * batch * h, &mut s.beat);
@@ -65,7 +81,6 @@ impl StepNoise {
                 }
             }
         }
-        s
     }
 
     /// Whether dropout masks are present.

@@ -116,7 +116,11 @@ impl ParamLayout {
     }
 
     /// Like [`ParamLayout::flatten`] for tensors named `<prefix><parameter>`.
-    pub fn flatten_prefixed(&self, tensors: &NamedTensors, prefix: &str) -> Result<Vec<f32>, String> {
+    pub fn flatten_prefixed(
+        &self,
+        tensors: &NamedTensors,
+        prefix: &str,
+    ) -> Result<Vec<f32>, String> {
         let mut out = vec![0.0; self.total];
         for (name, shape, off) in &self.entries {
             let key = format!("{prefix}{name}");
