@@ -3,8 +3,8 @@
 mod bench_cmd;
 mod data_cmd;
 mod eval_cmd;
-mod image_cmd;
 mod figures;
+mod image_cmd;
 mod progress;
 mod report_cmd;
 mod runs;
