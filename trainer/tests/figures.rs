@@ -3,44 +3,10 @@
 //! skip and resume, Slurm files, and clear errors for bad input.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-fn trainer(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_arvae-trainer"))
-        .args(args)
-        .output()
-        .expect("run arvae-trainer")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = trainer(args);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success(),
-        "arvae-trainer {args:?} failed:\n{text}"
-    );
-    text
-}
-
-fn fails(args: &[&str]) -> String {
-    let out = trainer(args);
-    let text = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(!out.status.success(), "arvae-trainer {args:?} should fail");
-    assert!(
-        !text.contains("panicked"),
-        "panic instead of an error: {text}"
-    );
-    text
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+mod common;
+use common::{fails, ok, s};
 
 /// Width and height of a PNG file (from its IHDR chunk); panics if it is no PNG.
 fn png_size(p: &Path) -> (u32, u32) {
