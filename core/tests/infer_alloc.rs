@@ -5,8 +5,9 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
 use arvae_core::checkpoint::MeasureVaeConfig;
+use arvae_core::infer::steer::{steer, SteerTarget};
 use arvae_core::infer::{random_checkpoint, InferModel, Kernel, Weights};
-use arvae_core::music::Measure;
+use arvae_core::music::{Attribute, Measure};
 
 struct Counting;
 
@@ -85,6 +86,13 @@ fn decode_and_encode_do_not_allocate() {
                         .collect()
                 })
                 .collect();
+            let targets = Attribute::ALL.map(|a| SteerTarget {
+                attribute: a,
+                dim: a.index(),
+                target: 0.3,
+                scale: 0.5,
+                step: 3.0,
+            });
             // Warm-up.
             model.decode(&zs[0], &mut out).unwrap();
             model.encode(&out, &mut mean, &mut log_std).unwrap();
@@ -95,6 +103,10 @@ fn decode_and_encode_do_not_allocate() {
                         .decode_with_logits(z, &mut out, Some(&mut logits))
                         .unwrap();
                     model.encode(&out, &mut mean, &mut log_std).unwrap();
+                    // Target matching (the plugin's worker) decodes into stack measures.
+                    let mut zz = [0f32; 32];
+                    zz.copy_from_slice(z);
+                    steer(&mut model, &mut zz, &targets, 2, &mut out).unwrap();
                     // Errors are refused without allocating too.
                     assert!(model.decode(&z[..5], &mut out).is_err());
                 }

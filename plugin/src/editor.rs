@@ -320,8 +320,13 @@ impl NiceEguiApp for ArvaeEditor {
             ui.end_row();
             ui.label("Transform");
             ui.add(ParamSlider::for_param(&params.transform, &setter));
+            ui.label("Match targets");
+            ui.add(ParamSlider::for_param(&params.match_targets, &setter));
+            ui.end_row();
             ui.label("Transpose");
             ui.add(ParamSlider::for_param(&params.transpose, &setter));
+            ui.label("MIDI channel");
+            ui.add(ParamSlider::for_param(&params.channel, &setter));
             ui.end_row();
             ui.label("Scale lock");
             ui.add(ParamSlider::for_param(&params.scale, &setter));
@@ -332,9 +337,6 @@ impl NiceEguiApp for ArvaeEditor {
             ui.add(ParamSlider::for_param(&params.velocity, &setter));
             ui.label("Gate");
             ui.add(ParamSlider::for_param(&params.gate, &setter));
-            ui.end_row();
-            ui.label("MIDI channel");
-            ui.add(ParamSlider::for_param(&params.channel, &setter));
             ui.end_row();
         });
 

@@ -77,6 +77,7 @@ impl ArvaePlugin {
             seed: p.variation.value().max(0) as u32,
             regen: p.regen.value(),
             transform: p.transform.value(),
+            match_targets: p.match_targets.value(),
         }
     }
 
@@ -213,6 +214,7 @@ impl Plugin for ArvaePlugin {
                     seed: knobs.seed,
                     regen: knobs.regen,
                     transform: knobs.transform,
+                    match_targets: knobs.match_targets,
                 };
                 let _ = w
                     .to_worker

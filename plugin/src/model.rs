@@ -4,7 +4,9 @@
 use std::path::Path;
 
 use arvae_core::checkpoint::Checkpoint;
+use arvae_core::infer::steer::SteerTarget;
 use arvae_core::infer::InferModel;
+use arvae_core::music::attributes::PITCH_SCALE;
 use arvae_core::music::Attribute;
 use serde_json::Value;
 
@@ -16,6 +18,12 @@ pub static DEFAULT_CHECKPOINT: &[u8] = include_bytes!("../assets/default.safeten
 
 /// Name shown for the embedded model.
 pub const DEFAULT_NAME: &str = "embedded default";
+
+/// What target matching counts as one unit of error, per attribute (attribute units): 5 % of
+/// rhythmic complexity, 2 semitones of pitch range, one note, 2 semitones of contour. Fixed
+/// musical steps rather than spreads of the training data, so one model's data does not decide
+/// which knob wins when targets conflict (contour can't exceed pitch range).
+pub const MATCH_UNITS: [f32; 4] = [0.05, 2.0 / PITCH_SCALE, 1.0 / 24.0, 2.0 / PITCH_SCALE];
 
 /// What the editor shows about a model.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -76,12 +84,11 @@ impl LoadedModel {
                 return Err(format!("{name}: latent dimension {dim} out of range"));
             }
             dims[i] = dim;
-            if let Some(map) = meta
+            let cal = meta
                 .calibration
                 .iter()
-                .find(|c| c.attribute == a.name() && c.latent_dim == dim)
-                .and_then(LatentMap::from_calibration)
-            {
+                .find(|c| c.attribute == a.name() && c.latent_dim == dim);
+            if let Some(map) = cal.and_then(LatentMap::from_calibration) {
                 let k = crate::knobs::KNOBS[i];
                 let (lo, hi) = map.attribute_range();
                 info.calibrated[i] = Some((k.from_attribute(lo), k.from_attribute(hi)));
@@ -122,6 +129,24 @@ impl LoadedModel {
             maps,
             dims,
             info,
+        })
+    }
+
+    /// Steering targets for knob targets in attribute units: one unit of error is a just
+    /// audible step of each attribute ([`MATCH_UNITS`]), the largest search step the
+    /// attribute's calibrated latent span.
+    pub fn steer_targets(&self, targets: &[f32; 4]) -> [SteerTarget; 4] {
+        std::array::from_fn(|i| {
+            let map = &self.maps[i];
+            let k = map.knots();
+            let (z0, z1) = (k[0].1, k[k.len() - 1].1);
+            SteerTarget {
+                attribute: Attribute::ALL[i],
+                dim: self.dims[i],
+                target: targets[i],
+                scale: MATCH_UNITS[i],
+                step: (z1 - z0).abs().max(0.5),
+            }
         })
     }
 

@@ -42,6 +42,16 @@ fn int_param(
         }))
 }
 
+fn on_off(name: &str, default: bool) -> BoolParam {
+    BoolParam::new(name, default)
+        .with_value_to_string(Arc::new(|v| if v { "On" } else { "Off" }.into()))
+        .with_string_to_value(Arc::new(|s| match s.trim().to_ascii_lowercase().as_str() {
+            "on" | "1" | "true" => Some(true),
+            "off" | "0" | "false" => Some(false),
+            _ => None,
+        }))
+}
+
 /// Every parameter and persisted field of the plugin.
 #[derive(Params)]
 pub struct ArvaeParams {
@@ -70,6 +80,10 @@ pub struct ArvaeParams {
     /// Transform mode: the knobs move the attributes of a bar played into the plugin.
     #[id = "transform"]
     pub transform: BoolParam,
+    /// Target matching: search the regularized dimensions for the bar whose measured
+    /// attributes are nearest the knobs (off: the paper's plain manipulation).
+    #[id = "match"]
+    pub match_targets: BoolParam,
     /// Semitones added to the output.
     #[id = "transpose"]
     pub transpose: IntParam,
@@ -127,13 +141,8 @@ impl Default for ArvaeParams {
             contour: attribute_param(3, "Contour"),
             variation: int_param("Variation", 0, 0, 9999, |v| format!("{v}")),
             regen: EnumParam::new("Regenerate", Regen::EveryBar),
-            transform: BoolParam::new("Transform", false)
-                .with_value_to_string(Arc::new(|v| if v { "On" } else { "Off" }.into()))
-                .with_string_to_value(Arc::new(|s| match s.trim().to_ascii_lowercase().as_str() {
-                    "on" | "1" | "true" => Some(true),
-                    "off" | "0" | "false" => Some(false),
-                    _ => None,
-                })),
+            transform: on_off("Transform", false),
+            match_targets: on_off("Match targets", true),
             transpose: int_param("Transpose", 0, -24, 24, |v| format!("{v:+} st")),
             scale: EnumParam::new("Scale lock", ScaleLock::Off),
             root: EnumParam::new("Root", Root::C),

@@ -31,6 +31,8 @@ pub struct KnobState {
     pub regen: Regen,
     /// Transform mode.
     pub transform: bool,
+    /// Target matching.
+    pub match_targets: bool,
 }
 
 /// Longest an offline render waits for one bar.
@@ -119,6 +121,7 @@ impl Playback {
             seed: self.knobs.seed,
             regen: self.knobs.regen,
             transform: self.knobs.transform,
+            match_targets: self.knobs.match_targets,
         })
     }
 

@@ -192,13 +192,12 @@ fn spearman(x: &[f64], y: &[f64]) -> f64 {
 /// embedded default (23 epochs on the synthetic melodies) does not meet them yet: its encoder
 /// orders the attributes (SCC 0.98 mean) but decoding from the prior responds weakly (the matrix
 /// this test prints; issue 5 stays open until a model meets them and this becomes the default).
+/// The issue's targets hold for the embedded model with target matching on (the default);
+/// `ARVAE_KNOB_TARGETS=0` only reports (to measure other models or `ARVAE_KNOB_PLAIN=1`).
 fn knob_targets_apply() -> (bool, String) {
     match std::env::var("ARVAE_KNOB_TARGETS").ok().as_deref() {
-        Some("1") => (true, "ARVAE_KNOB_TARGETS=1".into()),
-        _ => (
-            false,
-            "not asserted by default: the embedded model does not meet them yet".into(),
-        ),
+        Some("0") => (false, "ARVAE_KNOB_TARGETS=0".into()),
+        _ => (true, "the embedded model, target matching on".into()),
     }
 }
 
@@ -210,6 +209,12 @@ fn knobs_move_their_attribute() {
     let model = LoadedModel::embedded().unwrap();
     let mut s = Session::new(1024, true, None);
     s.set_plain("Variation", 11.0, 0.0, 9999.0);
+    // ARVAE_KNOB_PLAIN=1: the paper's plain manipulation (regularized dimensions set from the
+    // calibration, no search), for comparison.
+    let plain = std::env::var("ARVAE_KNOB_PLAIN").is_ok_and(|v| v == "1");
+    if plain {
+        s.set_normalized("Match targets", 0.0);
+    }
     let names = [
         "Rhythmic complexity",
         "Pitch range",
@@ -255,6 +260,19 @@ fn knobs_move_their_attribute() {
         for q in 0..4 {
             matrix[i][q] = spearman(&knob_values, &measured[q]);
         }
+        if std::env::var_os("ARVAE_KNOB_DETAIL").is_some() {
+            for (j, chunk) in measured[i].chunks(bars).enumerate() {
+                let shown: Vec<String> = chunk
+                    .iter()
+                    .map(|v| k.format(k.from_attribute(*v as f32)))
+                    .collect();
+                println!(
+                    "  knob {}: {}",
+                    k.format(knob_values[j * bars] as f32),
+                    shown.join(" ")
+                );
+            }
+        }
         println!(
             "{name}: swept {} .. {}",
             k.format(lo + 0.05 * (hi - lo)),
@@ -273,6 +291,11 @@ fn knobs_move_their_attribute() {
         );
     }
     let (apply, why) = knob_targets_apply();
+    let (apply, why) = if plain {
+        (false, "ARVAE_KNOB_PLAIN=1".to_string())
+    } else {
+        (apply, why)
+    };
     let targets = [0.8, 0.9, 0.9, 0.9];
     let pass: Vec<bool> = (0..4).map(|i| matrix[i][i] >= targets[i]).collect();
     println!("targets (rho >= 0.8 rhythm, 0.9 others) met: {pass:?}; asserted: {apply} ({why})");

@@ -21,6 +21,7 @@
 //! the bytes ([`Weights::F16`]; it changes results slightly, so it is not the default).
 
 mod kernels;
+pub mod steer;
 
 pub use kernels::{Kernel, Weights};
 
@@ -59,6 +60,14 @@ pub enum InferError {
         tick: usize,
         /// The token.
         token: u8,
+    },
+    /// A steering target names a latent dimension the model does not have.
+    #[error("latent dimension {dim} is out of range (the model has {latent})")]
+    Dimension {
+        /// The dimension asked for.
+        dim: usize,
+        /// Latent size of the model.
+        latent: usize,
     },
 }
 
