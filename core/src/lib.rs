@@ -12,6 +12,8 @@
 //! - [`checkpoint`]: the single-file checkpoint (safetensors + JSON metadata), candle-free.
 //! - [`infer`]: allocation-free encoder and greedy decoder on plain f32 weights, candle-free.
 
+#[cfg(feature = "builtin-models")]
+pub mod builtin;
 pub mod checkpoint;
 pub mod data;
 pub mod image_model;

@@ -16,7 +16,7 @@ use nice_plug_egui::{
 };
 
 use crate::knobs::KNOBS;
-use crate::model::LoadedModel;
+use crate::model::{LoadedModel, BUILTIN_PREFIX};
 use crate::params::ArvaeParams;
 use crate::shared::UiShared;
 
@@ -64,11 +64,7 @@ fn default_export_path() -> PathBuf {
 pub fn load_model_async(params: Arc<ArvaeParams>, shared: Arc<UiShared>, path: String) {
     shared.set_status(format!("Loading {path} ..."), false);
     std::thread::spawn(move || {
-        let loaded = if path.trim().is_empty() {
-            LoadedModel::embedded()
-        } else {
-            LoadedModel::from_file(std::path::Path::new(path.trim()))
-        };
+        let loaded = LoadedModel::from_spec(&path);
         match loaded {
             Ok(m) => {
                 let name = m.info.name.clone();
@@ -164,7 +160,8 @@ fn knob(ui: &mut egui::Ui, param: &FloatParam, setter: &ParamSetter, size: f32) 
         Stroke::new(3.0, Color32::WHITE),
     );
     p.text(
-        c + Vec2::new(0.0, r + 6.0),
+        // In the gap at the bottom of the arc, inside the knob's rectangle.
+        c + Vec2::new(0.0, r * 0.85),
         Align2::CENTER_TOP,
         param.to_string(),
         FontId::proportional(15.0),
@@ -347,9 +344,14 @@ impl NiceEguiApp for ArvaeEditor {
             if ui.button("Load model...").clicked() {
                 load_model_async(params.clone(), shared.clone(), self.model_path.clone());
             }
-            if ui.button("Embedded default").clicked() {
-                self.model_path.clear();
-                load_model_async(params.clone(), shared.clone(), String::new());
+        });
+        ui.horizontal(|ui| {
+            ui.label("Built-in models");
+            for b in arvae_core::builtin::BUILTINS {
+                if ui.button(b.name).on_hover_text(b.description).clicked() {
+                    self.model_path = format!("{BUILTIN_PREFIX}{}", b.name);
+                    load_model_async(params.clone(), shared.clone(), self.model_path.clone());
+                }
             }
         });
         ui.horizontal(|ui| {

@@ -39,7 +39,7 @@ pub const KNOBS: [KnobUnit; 4] = [
         per_attribute: 100.0,
         min: 0.0,
         max: 80.0,
-        default: 25.0,
+        default: 8.0,
     },
     KnobUnit {
         attribute: Attribute::PitchRange,
@@ -47,7 +47,7 @@ pub const KNOBS: [KnobUnit; 4] = [
         per_attribute: PITCH_SCALE,
         min: 0.0,
         max: 28.0,
-        default: 9.0,
+        default: 5.0,
     },
     KnobUnit {
         attribute: Attribute::NoteDensity,
@@ -55,7 +55,7 @@ pub const KNOBS: [KnobUnit; 4] = [
         per_attribute: 24.0,
         min: 1.0,
         max: 16.0,
-        default: 6.0,
+        default: 4.0,
     },
     KnobUnit {
         attribute: Attribute::Contour,
@@ -80,6 +80,8 @@ impl KnobUnit {
 
     /// Text of a knob value, e.g. `35 %`, `9.0 semitones`, `6.0 notes`, `+5.0 semitones`.
     pub fn format(&self, v: f32) -> String {
+        // Values that round to zero print without a sign ("0 %", not "-0 %").
+        let v = if v.abs() < 0.05 { 0.0 } else { v };
         match self.attribute {
             Attribute::RhythmicComplexity => format!("{v:.0} %"),
             Attribute::PitchRange => format!("{v:.1} semitones"),

@@ -22,7 +22,6 @@ pub mod sequencer;
 pub mod shared;
 pub mod worker;
 
-use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -96,7 +95,7 @@ impl ArvaePlugin {
         if path.is_empty() {
             return LoadedModel::embedded().ok();
         }
-        match LoadedModel::from_file(Path::new(path)) {
+        match LoadedModel::from_spec(path) {
             Ok(m) => {
                 self.shared
                     .set_status(format!("Loaded {}", m.info.name), false);

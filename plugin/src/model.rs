@@ -3,32 +3,23 @@
 
 use std::path::Path;
 
+use arvae_core::builtin::{builtin, names, BUILTINS};
 use arvae_core::checkpoint::Checkpoint;
-use arvae_core::infer::steer::SteerTarget;
+use arvae_core::infer::steer::{match_unit, SteerTarget};
 use arvae_core::infer::InferModel;
-use arvae_core::music::attributes::PITCH_SCALE;
 use arvae_core::music::Attribute;
 use serde_json::Value;
 
 use crate::knobs::LatentMap;
 
-/// The default checkpoint, embedded in the plugin binary. Swap the model by replacing this one
-/// file (`plugin/assets/default.safetensors`) and rebuilding.
-pub static DEFAULT_CHECKPOINT: &[u8] = include_bytes!("../assets/default.safetensors");
-
-/// Name shown for the embedded model.
-pub const DEFAULT_NAME: &str = "embedded default";
-
-/// What target matching counts as one unit of error, per attribute (attribute units): 5 % of
-/// rhythmic complexity, 2 semitones of pitch range, one note, 2 semitones of contour. Fixed
-/// musical steps rather than spreads of the training data, so one model's data does not decide
-/// which knob wins when targets conflict (contour can't exceed pitch range).
-pub const MATCH_UNITS: [f32; 4] = [0.05, 2.0 / PITCH_SCALE, 1.0 / 24.0, 2.0 / PITCH_SCALE];
+/// How a saved session names a built-in model (`builtin:bach`); an empty name is the default
+/// (the first of [`BUILTINS`]), anything else a checkpoint file.
+pub const BUILTIN_PREFIX: &str = "builtin:";
 
 /// What the editor shows about a model.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ModelInfo {
-    /// File name, or [`DEFAULT_NAME`].
+    /// File name, or the built-in model's name.
     pub name: String,
     /// Dataset id and collection.
     pub dataset: String,
@@ -70,7 +61,16 @@ impl LoadedModel {
         let mut maps = Attribute::ALL.map(LatentMap::fallback);
         let mut info = ModelInfo {
             name: name.to_string(),
-            dataset: format!("{} ({})", meta.dataset.id, meta.dataset.collection),
+            // The id may be a path on the machine that built the dataset: show its file name.
+            dataset: format!(
+                "{} ({})",
+                meta.dataset.collection,
+                Path::new(&meta.dataset.id)
+                    .file_name()
+                    .map_or(meta.dataset.id.clone(), |n| n
+                        .to_string_lossy()
+                        .into_owned())
+            ),
             ..ModelInfo::default()
         };
         for (i, a) in Attribute::ALL.iter().enumerate() {
@@ -132,29 +132,50 @@ impl LoadedModel {
         })
     }
 
-    /// Steering targets for knob targets in attribute units: one unit of error is a just
-    /// audible step of each attribute ([`MATCH_UNITS`]), the largest search step the
-    /// attribute's calibrated latent span.
+    /// Steering targets for knob targets in attribute units: one unit of error per attribute
+    /// from [`match_unit`] and its calibrated range, the largest search step the attribute's
+    /// calibrated latent span.
     pub fn steer_targets(&self, targets: &[f32; 4]) -> [SteerTarget; 4] {
         std::array::from_fn(|i| {
             let map = &self.maps[i];
+            let (lo, hi) = map.attribute_range();
             let k = map.knots();
             let (z0, z1) = (k[0].1, k[k.len() - 1].1);
             SteerTarget {
                 attribute: Attribute::ALL[i],
                 dim: self.dims[i],
                 target: targets[i],
-                scale: MATCH_UNITS[i],
+                scale: match_unit(Attribute::ALL[i], hi - lo),
                 step: (z1 - z0).abs().max(0.5),
             }
         })
     }
 
-    /// The embedded default model.
+    /// The default model (the first built-in one, Bach).
     pub fn embedded() -> Result<Self, String> {
-        let ck =
-            Checkpoint::from_bytes(DEFAULT_CHECKPOINT, DEFAULT_NAME).map_err(|e| e.to_string())?;
-        Self::from_checkpoint(&ck, DEFAULT_NAME)
+        Self::builtin(BUILTINS[0].name)
+    }
+
+    /// A built-in model by name.
+    pub fn builtin(name: &str) -> Result<Self, String> {
+        let b = builtin(name)
+            .ok_or_else(|| format!("no built-in model called {name:?} (there are: {})", names()))?;
+        let shown = format!("{} (built-in)", b.name);
+        let ck = Checkpoint::from_bytes(b.bytes, &shown).map_err(|e| e.to_string())?;
+        Self::from_checkpoint(&ck, &shown)
+    }
+
+    /// What a saved session or the editor names: empty for the default, `builtin:NAME`, or a
+    /// checkpoint file.
+    pub fn from_spec(spec: &str) -> Result<Self, String> {
+        let spec = spec.trim();
+        if spec.is_empty() {
+            Self::embedded()
+        } else if let Some(name) = spec.strip_prefix(BUILTIN_PREFIX) {
+            Self::builtin(name)
+        } else {
+            Self::from_file(Path::new(spec))
+        }
     }
 
     /// A checkpoint file; the error names the file and what is wrong.
@@ -182,6 +203,18 @@ mod tests {
             m.info
         );
         assert!(!m.info.dataset.is_empty());
+    }
+
+    #[test]
+    fn specs_name_builtins_or_files() {
+        assert_eq!(LoadedModel::from_spec("").unwrap().info.name, "bach (built-in)");
+        let m = LoadedModel::from_spec("builtin:bach").unwrap();
+        assert!(m.info.dataset.starts_with("bach ("), "{}", m.info.dataset);
+        assert!(!m.info.dataset.contains('/'), "{}", m.info.dataset);
+        let e = LoadedModel::from_spec("builtin:mozart").err().unwrap();
+        assert!(e.contains("mozart") && e.contains("bach"), "{e}");
+        let e = LoadedModel::from_spec("/no/such/model.safetensors").err().unwrap();
+        assert!(e.contains("model.safetensors"), "{e}");
     }
 
     #[test]

@@ -132,7 +132,7 @@ impl Default for ArvaeParams {
     fn default() -> Self {
         ArvaeParams {
             editor_state: EguiEditorState::from_size(
-                nice_plug::editor::dpi::LogicalSize::new(860.0, 620.0),
+                nice_plug::editor::dpi::LogicalSize::new(860.0, 700.0),
                 1.0,
             ),
             rhythm: attribute_param(0, "Rhythmic complexity"),

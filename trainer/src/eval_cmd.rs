@@ -62,6 +62,10 @@ pub struct CompareArgs {
     /// metrics_boxplot.{png,svg}, reconstruction_boxplot.{png,svg}.
     #[arg(long)]
     plot: Option<PathBuf>,
+    /// Write a Markdown table: per metric and model the median and the range (min-max) over
+    /// the checkpoints, then AR-VAE's Interpretability per attribute.
+    #[arg(long)]
+    markdown: Option<PathBuf>,
 }
 
 fn parse_split(s: &str) -> Result<Split, String> {
@@ -266,6 +270,60 @@ fn quartiles(mut v: Vec<f64>) -> (f64, f64, f64) {
     (q(0.25), q(0.5), q(0.75))
 }
 
+/// "median (min–max)" with `decimals` decimals; one value alone; "–" for none.
+fn median_range(v: &[f64], decimals: usize) -> String {
+    if v.is_empty() {
+        return "–".into();
+    }
+    let (_, med, _) = quartiles(v.to_vec());
+    let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if v.len() == 1 {
+        format!("{med:.decimals$}")
+    } else {
+        format!("{med:.decimals$} ({lo:.decimals$}–{hi:.decimals$})")
+    }
+}
+
+/// The Markdown table of `compare --markdown`: (model kind, evaluation) per checkpoint.
+pub fn markdown_table(runs: &[(&str, &Evaluation)]) -> String {
+    type Metric = (&'static str, usize, fn(&Evaluation) -> f64);
+    let metrics: [Metric; 6] = [
+        ("Interpretability", 3, |e| e.metrics.interpretability_mean),
+        ("MIG", 3, |e| e.metrics.mig_mean),
+        ("SAP", 3, |e| e.metrics.sap_mean),
+        ("SCC", 3, |e| e.metrics.scc_mean),
+        ("Modularity", 3, |e| e.metrics.modularity),
+        ("Recon. acc. %", 1, |e| 100.0 * e.reconstruction_accuracy),
+    ];
+    let group = |kind: &str| -> Vec<&Evaluation> {
+        runs.iter().filter(|r| r.0 == kind).map(|r| r.1).collect()
+    };
+    let (ar, beta) = (group("ar-vae"), group("beta-vae"));
+    let mut s = format!(
+        "| metric | AR-VAE (n={}) | β-VAE (n={}) |\n|---|---|---|\n",
+        ar.len(),
+        beta.len()
+    );
+    for (name, decimals, f) in metrics {
+        let col =
+            |g: &[&Evaluation]| median_range(&g.iter().map(|e| f(e)).collect::<Vec<_>>(), decimals);
+        s += &format!("| {name} | {} | {} |\n", col(&ar), col(&beta));
+    }
+    if let Some(first) = ar.first() {
+        s += "\n| AR-VAE Interpretability per attribute | median (range) |\n|---|---|\n";
+        for (i, attr) in first.metrics.attributes.iter().enumerate() {
+            let v: Vec<f64> = ar
+                .iter()
+                .filter_map(|e| e.metrics.attributes.get(i))
+                .map(|a| a.interpretability)
+                .collect();
+            s += &format!("| {} | {} |\n", attr.name, median_range(&v, 3));
+        }
+    }
+    s
+}
+
 pub fn compare(a: CompareArgs) -> Result<()> {
     let ds = match &a.data {
         Some(p) => Some((Dataset::load(p)?, p.clone())),
@@ -353,6 +411,13 @@ pub fn compare(a: CompareArgs) -> Result<()> {
         let v = serde_json::json!({"runs": rows_json, "summary": summary});
         std::fs::write(p, serde_json::to_string_pretty(&v)?)
             .with_context(|| format!("cannot write {}", p.display()))?;
+    }
+    if let Some(p) = &a.markdown {
+        let evals: Vec<(&str, &Evaluation)> =
+            rows.iter().map(|(_, k, e)| (k.as_str(), e)).collect();
+        std::fs::write(p, markdown_table(&evals))
+            .with_context(|| format!("cannot write {}", p.display()))?;
+        println!("wrote {}", p.display());
     }
     if let Some(dir) = &a.plot {
         let named: Vec<(String, &Evaluation)> = rows

@@ -3,6 +3,8 @@
 use anyhow::{bail, Context, Result};
 use arvae_core::checkpoint::{Calibration, Checkpoint};
 use arvae_core::data::{Dataset, Split};
+use arvae_core::infer::steer::{match_unit, steer, SteerTarget};
+use arvae_core::infer::InferModel;
 use arvae_core::model::{LossValues, MeasureVae};
 use arvae_core::music::attributes::{attributes, Attribute};
 use arvae_core::music::midi_export::{tracks_to_smf_bytes, write_file, ExportOptions};
@@ -101,7 +103,8 @@ pub struct TrainArgs {
 
 #[derive(Args)]
 pub struct GenerateArgs {
-    /// Checkpoint (model.safetensors or best.safetensors of a run).
+    /// Checkpoint (model.safetensors or best.safetensors of a run), or the name of a shipped
+    /// model: `bach` (AR-VAE on the Bach chorales).
     #[arg(long)]
     checkpoint: PathBuf,
     /// Target rhythmic complexity (0..1; weighted share of off-beat onsets).
@@ -131,6 +134,28 @@ pub struct GenerateArgs {
     /// Tempo of the MIDI file.
     #[arg(long, default_value_t = 120.0)]
     bpm: f64,
+    /// Target matching, as the plugin does: search the regularized dimensions of each bar's
+    /// code for the bar whose measured attributes are nearest the targets given (3 passes,
+    /// up to 121 decodes a bar). Off: the paper's manipulation (dimensions set from the
+    /// calibration only).
+    #[arg(long)]
+    match_targets: bool,
+}
+
+/// A checkpoint file, or a shipped model by name when no file of that name exists.
+pub fn load_checkpoint_or_builtin(path: &Path) -> Result<Checkpoint> {
+    if !path.exists() {
+        if let Some(b) = path.to_str().and_then(arvae_core::builtin::builtin) {
+            return Ok(Checkpoint::from_bytes(b.bytes, b.name)?);
+        }
+    }
+    Checkpoint::load(path).with_context(|| {
+        format!(
+            "{} is neither a checkpoint nor a shipped model ({})",
+            path.display(),
+            arvae_core::builtin::names()
+        )
+    })
 }
 
 fn parse_attribute(s: &str) -> Result<Attribute, String> {
@@ -349,7 +374,7 @@ fn standard_normal(rng: &mut ChaCha8Rng) -> f32 {
 }
 
 pub fn generate(a: GenerateArgs) -> Result<()> {
-    let ck = Checkpoint::load(&a.checkpoint)?;
+    let ck = load_checkpoint_or_builtin(&a.checkpoint)?;
     let model = MeasureVae::from_checkpoint(&ck, &Device::Cpu)
         .with_context(|| format!("{}: cannot build the model", a.checkpoint.display()))?;
     let d = model.config().latent;
@@ -380,7 +405,30 @@ pub fn generate(a: GenerateArgs) -> Result<()> {
             row[dim] = v;
         }
     }
-    let measures = training::decode(&model, &z)?;
+    let mut measures = training::decode(&model, &z)?;
+    if a.match_targets && !set.is_empty() {
+        let mut infer = InferModel::from_checkpoint(&ck)?;
+        let targets: Vec<SteerTarget> = set
+            .iter()
+            .map(|&(dim, _, attr, value)| {
+                let cal = calibration_for(&ck, &a.checkpoint, attr).expect("checked above");
+                let spread = |f: fn(&(f32, f32)) -> f32| {
+                    let v = cal.points.iter().map(f);
+                    v.clone().fold(f32::MIN, f32::max) - v.fold(f32::MAX, f32::min)
+                };
+                SteerTarget {
+                    attribute: attr,
+                    dim,
+                    target: value,
+                    scale: match_unit(attr, spread(|p| p.1)),
+                    step: spread(|p| p.0).abs().max(0.5),
+                }
+            })
+            .collect();
+        for (row, m) in z.chunks_mut(d).zip(measures.iter_mut()) {
+            steer(&mut infer, row, &targets, 3, m)?;
+        }
+    }
     write_file(
         &a.out,
         &measures,

@@ -239,6 +239,37 @@ fn train_resume_generate() {
     ]);
     assert!(e.contains("does not regularize pitch_range"), "{e}");
 
+    // A shipped model by name, with and without target matching: matching brings the bars'
+    // note density nearer the target.
+    let density = |text: &str| -> Vec<f64> {
+        text.lines()
+            .filter(|l| {
+                l.split_whitespace().count() == 5 && l.trim_start().starts_with(char::is_numeric)
+            })
+            .map(|l| l.split_whitespace().nth(3).unwrap().parse().unwrap())
+            .collect()
+    };
+    let args = [
+        "generate",
+        "--checkpoint",
+        "bach",
+        "--note-density",
+        "0.5",
+        "--bars",
+        "6",
+        "--out",
+        s(&mid),
+    ];
+    let plain = density(&ok(&args));
+    let mut matched_args = args.to_vec();
+    matched_args.push("--match-targets");
+    let matched = density(&ok(&matched_args));
+    assert_eq!((plain.len(), matched.len()), (6, 6));
+    let miss = |v: &[f64]| v.iter().map(|d| (d - 0.5).abs()).sum::<f64>();
+    assert!(miss(&matched) <= miss(&plain), "{matched:?} vs {plain:?}");
+    let e = fails(&["generate", "--checkpoint", "mozart", "--out", s(&mid)]);
+    assert!(e.contains("mozart") && e.contains("bach"), "{e}");
+
     // eval: a table, JSON and latents; a dataset that disagrees with the checkpoint is refused.
     let json = dir.path().join("eval.json");
     let npz = dir.path().join("latents.npz");
@@ -270,10 +301,40 @@ fn train_resume_generate() {
         e.contains("other-vocab.arvae") && e.contains("vocabulary"),
         "{e}"
     );
-    let text = ok(&["compare", s(&ck), s(&beta.join("model.safetensors"))]);
+    let md = dir.path().join("table.md");
+    let text = ok(&[
+        "compare",
+        s(&ck),
+        s(&beta.join("model.safetensors")),
+        "--markdown",
+        s(&md),
+    ]);
     assert!(
         text.contains("ar-vae") && text.contains("beta-vae") && text.contains("median"),
         "{text}"
+    );
+    // One row per metric, each model's value; then AR-VAE's per-attribute interpretability.
+    let md = std::fs::read_to_string(&md).unwrap();
+    assert!(
+        md.starts_with("| metric | AR-VAE (n=1) | β-VAE (n=1) |"),
+        "{md}"
+    );
+    for row in [
+        "| Interpretability |",
+        "| MIG |",
+        "| SAP |",
+        "| SCC |",
+        "| Modularity |",
+        "| Recon. acc. % |",
+        "| rhythmic_complexity |",
+        "| contour |",
+    ] {
+        assert!(md.contains(row), "{row} missing:\n{md}");
+    }
+    assert_eq!(
+        md.lines().filter(|l| l.starts_with('|')).count(),
+        14,
+        "{md}"
     );
 
     // A truncated checkpoint names the file.

@@ -11,6 +11,7 @@
 //! meets changes nothing. Allocation-free: candidates are decoded into a stack `Measure`.
 
 use super::{InferError, InferModel};
+use crate::music::attributes::PITCH_SCALE;
 use crate::music::token::Measure;
 use crate::music::Attribute;
 
@@ -27,6 +28,25 @@ pub struct SteerTarget {
     pub scale: f32,
     /// Latent distance of the largest search offset (e.g. the calibrated latent span).
     pub step: f32,
+}
+
+/// Largest unit of error per attribute in [`Attribute::ALL`] order (attribute units): 5 % of
+/// rhythmic complexity, 2 semitones of pitch range, one note, 2 semitones of contour; see
+/// [`match_unit`].
+pub const MATCH_UNITS: [f32; 4] = [0.05, 2.0 / PITCH_SCALE, 1.0 / 24.0, 2.0 / PITCH_SCALE];
+
+/// The unit of error of `attribute` for a model whose calibration covers `span` (attribute
+/// units, lowest to highest): an audible step ([`MATCH_UNITS`]), or an eighth of the span where
+/// that is smaller. Musical steps rather than spreads of the data decide which attribute wins
+/// when targets conflict (contour can't exceed pitch range); the eighth keeps a knob that
+/// covers a narrow range (rhythmic complexity 0-17 % in Bach) from counting for nothing.
+pub fn match_unit(attribute: Attribute, span: f32) -> f32 {
+    let unit = MATCH_UNITS[attribute.index()];
+    if span.is_finite() && span > 0.0 {
+        unit.min(span / 8.0).max(1e-4)
+    } else {
+        unit
+    }
 }
 
 /// Search offsets per pass, as shares of [`SteerTarget::step`].
