@@ -263,8 +263,12 @@ impl Plugin for ArvaePlugin {
             return ProcessStatus::Normal;
         };
         let t = context.transport();
+        // A host that sends no transport at all (no tempo, no position) gets a free-running
+        // sequencer at 120 BPM from its first block; one that sends "stopped" stays stopped.
+        let no_transport =
+            t.tempo.is_none() && t.pos_beats().is_none() && t.pos_seconds().is_none();
         let block = BlockTransport {
-            playing: t.playing,
+            playing: t.playing || no_transport,
             pos_beats: t.pos_beats(),
             tempo: t.tempo,
             sample_rate: t.sample_rate,

@@ -207,14 +207,56 @@ mod tests {
 
     #[test]
     fn specs_name_builtins_or_files() {
-        assert_eq!(LoadedModel::from_spec("").unwrap().info.name, "bach (built-in)");
+        assert_eq!(
+            LoadedModel::from_spec("").unwrap().info.name,
+            "bach (built-in)"
+        );
         let m = LoadedModel::from_spec("builtin:bach").unwrap();
         assert!(m.info.dataset.starts_with("bach ("), "{}", m.info.dataset);
         assert!(!m.info.dataset.contains('/'), "{}", m.info.dataset);
         let e = LoadedModel::from_spec("builtin:mozart").err().unwrap();
         assert!(e.contains("mozart") && e.contains("bach"), "{e}");
-        let e = LoadedModel::from_spec("/no/such/model.safetensors").err().unwrap();
+        let e = LoadedModel::from_spec("/no/such/model.safetensors")
+            .err()
+            .unwrap();
         assert!(e.contains("model.safetensors"), "{e}");
+    }
+
+    #[test]
+    fn an_image_model_is_refused_with_a_reason() {
+        use arvae_core::checkpoint::{Checkpoint, CheckpointMeta, DatasetInfo};
+        use arvae_core::image_model::{conv_vae_shapes, ConvVaeConfig, CONV_VAE_KIND};
+        let cfg = ConvVaeConfig::mnist();
+        let tensors = conv_vae_shapes(&cfg)
+            .into_iter()
+            .map(|(name, shape)| {
+                let n = shape.iter().product();
+                (name, (shape, vec![0.01f32; n]))
+            })
+            .collect();
+        let mut meta = CheckpointMeta::measure_vae(
+            &Default::default(),
+            DatasetInfo {
+                id: "mnist".into(),
+                collection: "morpho-mnist".into(),
+                hash: "x".into(),
+            },
+        );
+        meta.model_kind = CONV_VAE_KIND.into();
+        meta.config = serde_json::to_value(&cfg).unwrap();
+        meta.vocabulary.clear();
+        meta.attributes.clear();
+        let dir = std::env::temp_dir().join(format!("arvae-plugin-img-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("digits.safetensors");
+        Checkpoint { meta, tensors }.save_atomic(&p).unwrap();
+        let e = LoadedModel::from_file(&p).err().unwrap();
+        println!("{e}");
+        assert!(
+            e.contains("digits.safetensors") && e.contains("conv_vae"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]

@@ -411,3 +411,76 @@ fn bad_model_file_keeps_the_plugin_playing() {
         "no notes with a bad model path"
     );
 }
+
+#[test]
+fn a_host_without_transport_gets_free_running_bars_at_120_bpm() {
+    let mut s = Session::new(512, true, None);
+    s.send_transport = false;
+    let bars = 4.0;
+    // The tempo here only sizes the run: the plugin sees no transport.
+    s.run(
+        Transport {
+            playing: true,
+            tempo: 120.0,
+            start_beats: 0.0,
+        },
+        Session::bar_samples(bars, 120.0),
+        512,
+    );
+    let played = notes(&s.events);
+    assert!(played.len() >= 4, "free-running plugin played {played:?}");
+    // Onsets on the 24-tick grid at 120 BPM from the first sample.
+    let len = Session::bar_samples(bars, 120.0);
+    assert_eq!(assert_on_grid(&played, 0, len, 0.0, 120.0), played.len());
+    // Every note ends.
+    let ons = s.events.iter().filter(|e| e.1).count();
+    let offs = s.events.iter().filter(|e| !e.1).count();
+    assert!(ons == offs || ons == offs + 1, "{ons} on, {offs} off");
+}
+
+#[test]
+fn newer_or_broken_state_never_stops_the_plugin() {
+    let mut a = Session::new(512, true, None);
+    let state = a.save();
+    let mut json: serde_json::Value = serde_json::from_slice(&state[8..]).expect("state is JSON");
+    // A newer version: a version string from the future, a parameter and a field this build
+    // does not know, and a held bar in a shape it can't read; one known knob moved.
+    json["version"] = serde_json::Value::String("99.0.0".into());
+    json["params"]["future-knob"] = serde_json::json!({"f32": 0.5});
+    json["params"]["density"] = serde_json::json!({"f32": 7.0});
+    json["fields"]["future-field"] = serde_json::Value::String("\"x\"".into());
+    json["fields"]["held-bar"] = serde_json::Value::String("{\"tokens\": \"not a bar\"}".into());
+    let body = serde_json::to_vec(&json).unwrap();
+    let mut newer = (body.len() as u64).to_le_bytes().to_vec();
+    newer.extend(body);
+    let garbage = b"\x05\x00\x00\x00\x00\x00\x00\x00{{{{{".to_vec();
+    for (what, blob) in [
+        ("newer", newer),
+        ("garbage", garbage),
+        ("empty", Vec::new()),
+    ] {
+        let mut b = Session::try_new(512, true, Some(&blob));
+        println!("{what}: load error {:?}", b.load_error);
+        if what == "newer" {
+            // Loads what this build knows, ignores the rest.
+            assert!(b.load_error.is_none(), "{:?}", b.load_error);
+            let again = b.save();
+            let j: serde_json::Value = serde_json::from_slice(&again[8..]).unwrap();
+            assert_eq!(j["params"]["density"]["f32"], 7.0, "{j}");
+            assert_eq!(j["fields"]["held-bar"], "null", "{j}");
+        } else {
+            // Refused with an error to the host; the instance plays with its defaults.
+            assert!(b.load_error.is_some(), "{what} state loaded");
+        }
+        b.run(
+            Transport {
+                playing: true,
+                tempo: 120.0,
+                start_beats: 0.0,
+            },
+            Session::bar_samples(2.0, 120.0),
+            512,
+        );
+        assert!(!notes(&b.events).is_empty(), "{what} state: no notes");
+    }
+}

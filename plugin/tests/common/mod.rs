@@ -108,6 +108,10 @@ pub struct Session {
     pub events: Vec<NoteEv>,
     /// Input notes to send: (absolute sample, on?, pitch).
     pub input: Vec<NoteEv>,
+    /// Send a transport with every block (false: a host that sends none).
+    pub send_transport: bool,
+    /// Why the state given to [`Session::try_new`] did not load.
+    pub load_error: Option<String>,
     /// Parameter changes to send with the next block: (id, value).
     pending_params: Vec<(ClapId, f64)>,
 }
@@ -121,8 +125,15 @@ fn entry() -> &'static PluginEntry {
 }
 
 impl Session {
-    /// Creates an instance; `state` is loaded before activation when given.
+    /// Creates an instance; `state` is loaded before activation when given (it must load).
     pub fn new(max_block: u32, offline: bool, state: Option<&[u8]>) -> Session {
+        let s = Session::try_new(max_block, offline, state);
+        assert!(s.load_error.is_none(), "load state: {:?}", s.load_error);
+        s
+    }
+
+    /// Like [`Session::new`], but a state the plugin refuses is recorded in `load_error`.
+    pub fn try_new(max_block: u32, offline: bool, state: Option<&[u8]>) -> Session {
         let entry = entry();
         let factory = entry.get_plugin_factory().expect("plugin factory");
         let desc = factory
@@ -137,6 +148,7 @@ impl Session {
         let mut instance = PluginInstance::<Host>::new(|_| HostShared, |_| (), entry, &id, &info)
             .expect("instance");
         let mut ids = HashMap::new();
+        let mut load_error = None;
         {
             let h = instance.plugin_handle();
             let params: PluginParams = h.get_extension().expect("params extension");
@@ -150,7 +162,7 @@ impl Session {
             }
             if let Some(state) = state {
                 let st: PluginState = h.get_extension().expect("state extension");
-                st.load(&h, &mut &state[..]).expect("load state");
+                load_error = st.load(&h, &mut &state[..]).err().map(|e| format!("{e:?}"));
             }
             if offline {
                 let r: PluginRender = h.get_extension().expect("render extension");
@@ -172,6 +184,8 @@ impl Session {
             events: Vec::new(),
             input: Vec::new(),
             pending_params: Vec::new(),
+            send_transport: true,
+            load_error,
         }
     }
 
@@ -208,6 +222,7 @@ impl Session {
         let mut input = std::mem::take(&mut self.input);
         input.sort_by_key(|e| e.0);
         let start_now = self.now;
+        let send_transport = self.send_transport;
         let (processor, events) = std::thread::scope(|s| {
             s.spawn(move || {
                 let mut p = processor.start_processing().expect("start processing");
@@ -275,7 +290,7 @@ impl Session {
                         &InputEvents::from_buffer(&in_buf),
                         &mut OutputEvents::from_buffer(&mut out_buf),
                         Some(abs),
-                        Some(&transport),
+                        send_transport.then_some(&transport),
                     )
                     .expect("process");
                     for e in out_buf.iter() {
