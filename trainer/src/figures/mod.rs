@@ -7,6 +7,7 @@
 
 pub mod charts;
 pub mod compare;
+pub mod image_traverse;
 pub mod latent;
 pub mod piano_roll;
 pub mod surface;

@@ -24,16 +24,16 @@ pub struct TraverseArgs {
     /// Checkpoint (model.safetensors or best.safetensors of a run).
     #[arg(long)]
     pub checkpoint: PathBuf,
-    /// Dataset the test measures come from (same vocabulary as the checkpoint).
+    /// Dataset the test measures (or images, for an image model) come from.
     #[arg(long)]
     pub data: PathBuf,
-    /// Number of test measures to traverse.
+    /// Number of test measures (or images) to traverse.
     #[arg(long, default_value_t = 20)]
     pub count: usize,
-    /// Output folder: traverse_mNN.{png,svg}, traverse_mNN_<attribute>.mid, traverse_summary.{png,svg}, traverse.json.
+    /// Output folder: traverse_mNN.{png,svg}, traverse_mNN_<attribute>.mid, traverse_summary.{png,svg}, traverse.json; for images traverse_<attribute>.png grids (rows: images; columns: input, reconstruction, the traversal).
     #[arg(long)]
     pub out: PathBuf,
-    /// Points along the dimension (one bar each).
+    /// Points along the dimension (one bar or image each; the paper's image grids use 10).
     #[arg(long, default_value_t = 9)]
     pub steps: usize,
     /// The dimension goes from -RANGE to +RANGE.
@@ -339,8 +339,7 @@ fn file_name(p: &Path) -> String {
         .unwrap_or_default()
 }
 
-/// Runs `traverse`; returns what it wrote.
-pub fn run(a: &TraverseArgs, quiet: bool) -> Result<TraverseIndex> {
+fn check_args(a: &TraverseArgs) -> Result<()> {
     if a.count == 0 {
         bail!("--count must be at least 1");
     }
@@ -350,6 +349,12 @@ pub fn run(a: &TraverseArgs, quiet: bool) -> Result<TraverseIndex> {
     if !(a.range.is_finite() && a.range > 0.0) {
         bail!("--range must be a positive number, got {}", a.range);
     }
+    Ok(())
+}
+
+/// Runs `traverse`; returns what it wrote.
+pub fn run(a: &TraverseArgs, quiet: bool) -> Result<TraverseIndex> {
+    check_args(a)?;
     let l = latent::load(&a.checkpoint, &a.data)?;
     let axes = latent::attribute_axes(&l)?;
     let mut idx = latent::test_indices(&l.ds);
@@ -454,6 +459,33 @@ pub fn run(a: &TraverseArgs, quiet: bool) -> Result<TraverseIndex> {
 
 /// The `traverse` command.
 pub fn traverse(a: TraverseArgs) -> Result<()> {
+    if arvae_core::data::images::is_image_dataset(&a.data) {
+        check_args(&a)?;
+        let ck = arvae_core::checkpoint::Checkpoint::load(&a.checkpoint)?;
+        if ck.meta.model_kind != arvae_core::image_model::CONV_VAE_KIND {
+            bail!(
+                "{} is an image dataset, but {} is a {} checkpoint (train one on the images)",
+                a.data.display(),
+                a.checkpoint.display(),
+                ck.meta.model_kind
+            );
+        }
+        let index = super::image_traverse::run(&a, ck)?;
+        println!(
+            "wrote {} grids ({} images x {} columns) and traverse.json to {}",
+            index.axes.len(),
+            index.images.len(),
+            index.z.len() + 2,
+            a.out.display()
+        );
+        for axis in &index.axes {
+            println!(
+                "  {:<12} z{:<2} ({})  {}",
+                axis.attribute, axis.dim, axis.how, axis.figure
+            );
+        }
+        return Ok(());
+    }
     let index = run(&a, false)?;
     println!(
         "wrote {} figures (PNG + SVG), {} MIDI files, {} and traverse.json to {}",
