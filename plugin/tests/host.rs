@@ -392,19 +392,8 @@ fn bad_model_file_keeps_the_plugin_playing() {
     std::fs::write(&bad, b"definitely not safetensors").unwrap();
     json["fields"]["model-path"] =
         serde_json::Value::String(serde_json::to_string(&bad.display().to_string()).unwrap());
-    let body = serde_json::to_vec(&json).unwrap();
-    let mut state = (body.len() as u64).to_le_bytes().to_vec();
-    state.extend(body);
-    let mut b = Session::new(512, true, Some(&state));
-    b.run(
-        Transport {
-            playing: true,
-            tempo: 120.0,
-            start_beats: 0.0,
-        },
-        Session::bar_samples(2.0, 120.0),
-        512,
-    );
+    let mut b = Session::new(512, true, Some(&Session::state_blob(&json)));
+    b.play_from_start(2.0, 120.0);
     std::fs::remove_file(&bad).ok();
     assert!(
         !notes(&b.events).is_empty(),
@@ -450,9 +439,7 @@ fn newer_or_broken_state_never_stops_the_plugin() {
     json["params"]["density"] = serde_json::json!({"f32": 7.0});
     json["fields"]["future-field"] = serde_json::Value::String("\"x\"".into());
     json["fields"]["held-bar"] = serde_json::Value::String("{\"tokens\": \"not a bar\"}".into());
-    let body = serde_json::to_vec(&json).unwrap();
-    let mut newer = (body.len() as u64).to_le_bytes().to_vec();
-    newer.extend(body);
+    let newer = Session::state_blob(&json);
     let garbage = b"\x05\x00\x00\x00\x00\x00\x00\x00{{{{{".to_vec();
     for (what, blob) in [
         ("newer", newer),
@@ -472,15 +459,7 @@ fn newer_or_broken_state_never_stops_the_plugin() {
             // Refused with an error to the host; the instance plays with its defaults.
             assert!(b.load_error.is_some(), "{what} state loaded");
         }
-        b.run(
-            Transport {
-                playing: true,
-                tempo: 120.0,
-                start_beats: 0.0,
-            },
-            Session::bar_samples(2.0, 120.0),
-            512,
-        );
+        b.play_from_start(2.0, 120.0);
         assert!(!notes(&b.events).is_empty(), "{what} state: no notes");
     }
 }

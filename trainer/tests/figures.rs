@@ -6,16 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 mod common;
-use common::{fails, ok, s};
-
-/// Width and height of a PNG file (from its IHDR chunk); panics if it is no PNG.
-fn png_size(p: &Path) -> (u32, u32) {
-    let b = std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-    assert!(b.len() > 1000, "{} is almost empty", p.display());
-    assert_eq!(&b[..8], b"\x89PNG\r\n\x1a\n", "{} is no PNG", p.display());
-    let be = |i: usize| u32::from_be_bytes(b[i..i + 4].try_into().unwrap());
-    (be(16), be(20))
-}
+use common::{fails, ok, png_size, s};
 
 /// Checks that an SVG is one balanced `<svg>` document with drawn content.
 fn check_svg(p: &Path) {

@@ -3,15 +3,7 @@
 
 mod common;
 
-use common::{fails, ok, s};
-use std::path::Path;
-
-fn png_size(p: &Path) -> (u32, u32) {
-    let b = std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-    assert_eq!(&b[..8], b"\x89PNG\r\n\x1a\n", "{} is no PNG", p.display());
-    let be = |i: usize| u32::from_be_bytes(b[i..i + 4].try_into().unwrap());
-    (be(16), be(20))
-}
+use common::{fails, ok, png_size, s};
 
 #[test]
 fn image_traversal_grids_for_ar_vae_and_beta_vae() {

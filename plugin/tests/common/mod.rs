@@ -315,6 +315,27 @@ impl Session {
         self.now += samples;
     }
 
+    /// Plays `bars` bars at `tempo` from the song start, in blocks of 512.
+    pub fn play_from_start(&mut self, bars: f64, tempo: f64) {
+        self.run(
+            Transport {
+                playing: true,
+                tempo,
+                start_beats: 0.0,
+            },
+            Session::bar_samples(bars, tempo),
+            512,
+        );
+    }
+
+    /// A CLAP state blob as nice-plug writes it (little-endian u64 length, then the JSON).
+    pub fn state_blob(json: &serde_json::Value) -> Vec<u8> {
+        let body = serde_json::to_vec(json).unwrap();
+        let mut state = (body.len() as u64).to_le_bytes().to_vec();
+        state.extend(body);
+        state
+    }
+
     /// Samples in `bars` bars at `tempo`.
     pub fn bar_samples(bars: f64, tempo: f64) -> u64 {
         (bars * 4.0 * 60.0 / tempo * SAMPLE_RATE).round() as u64

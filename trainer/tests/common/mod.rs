@@ -40,3 +40,12 @@ pub fn fails(args: &[&str]) -> String {
 pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
+
+/// Width and height from a PNG's header (and that it is a PNG with content).
+pub fn png_size(p: &Path) -> (u32, u32) {
+    let b = std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    assert!(b.len() > 1000, "{} is almost empty", p.display());
+    assert_eq!(&b[..8], b"\x89PNG\r\n\x1a\n", "{} is no PNG", p.display());
+    let be = |i: usize| u32::from_be_bytes(b[i..i + 4].try_into().unwrap());
+    (be(16), be(20))
+}
