@@ -104,7 +104,7 @@ pub struct TrainArgs {
 #[derive(Args)]
 pub struct GenerateArgs {
     /// Checkpoint (model.safetensors or best.safetensors of a run), or the name of a shipped
-    /// model: `bach` (AR-VAE on the Bach chorales).
+    /// model: `bach` (AR-VAE on the Bach chorales) or `folk` (AR-VAE on the folk tunes).
     #[arg(long)]
     checkpoint: PathBuf,
     /// Target rhythmic complexity (0..1; weighted share of off-beat onsets).
