@@ -215,7 +215,11 @@ mod tests {
         assert!(m.info.dataset.starts_with("bach ("), "{}", m.info.dataset);
         assert!(!m.info.dataset.contains('/'), "{}", m.info.dataset);
         let folk = LoadedModel::from_spec("builtin:folk").unwrap();
-        assert!(folk.info.dataset.starts_with("folk ("), "{}", folk.info.dataset);
+        assert!(
+            folk.info.dataset.starts_with("folk ("),
+            "{}",
+            folk.info.dataset
+        );
         assert!(folk.info.calibrated.iter().all(Option::is_some));
         let e = LoadedModel::from_spec("builtin:mozart").err().unwrap();
         assert!(e.contains("mozart") && e.contains("bach, folk"), "{e}");
