@@ -11,6 +11,7 @@ use candle_nn::VarMap;
 use rand::{Rng, RngCore, SeedableRng};
 
 use super::adam::Adam;
+use super::conv_ops::{conv2d, conv_transpose2d};
 use super::loss::{ar_loss, kl_divergence, RegularizedDim};
 use super::measure_vae::{selu, standard_normal};
 use crate::checkpoint::{Checkpoint, CheckpointMeta, NamedTensors};
@@ -207,9 +208,9 @@ impl ConvVae {
             let name = format!("enc.conv.{i}");
             let w = &self.p[&format!("{name}.weight")];
             h = if dsprites {
-                h.conv2d(w, 1, 2, 1, 1)?
+                conv2d(&h, w, 1, 2)?
             } else {
-                h.conv2d(w, 0, 1, 1, 1)?
+                conv2d(&h, w, 0, 1)?
             };
             h = self.conv_bias(&name, &h)?;
             h = if dsprites {
@@ -245,9 +246,9 @@ impl ConvVae {
             let name = format!("dec.conv.{i}");
             let w = &self.p[&format!("{name}.weight")];
             h = if dsprites {
-                h.conv_transpose2d(w, 1, 0, 2, 1)?
+                conv_transpose2d(&h, w, 1, 2)?
             } else {
-                h.conv_transpose2d(w, 0, 0, 1, 1)?
+                conv_transpose2d(&h, w, 0, 1)?
             };
             h = self.conv_bias(&name, &h)?;
             if i + 1 < n {

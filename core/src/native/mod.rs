@@ -14,7 +14,7 @@ mod bridge;
 mod engine;
 mod gru;
 mod kernels;
-mod linalg;
+pub(crate) mod linalg;
 mod noise;
 mod params;
 #[cfg(all(test, feature = "train"))]
