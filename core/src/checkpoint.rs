@@ -197,8 +197,16 @@ pub fn expected_shapes(
             cfg.validate()?;
             Ok(crate::image_model::conv_vae_shapes(&cfg))
         }
+        crate::image_model::IMAGE_CLASSIFIER_KIND => {
+            let cfg: crate::image_model::ClassifierConfig = serde_json::from_value(config.clone())
+                .map_err(|e| format!("config is not an image classifier config: {e}"))?;
+            cfg.validate()?;
+            Ok(crate::image_model::classifier_shapes(&cfg))
+        }
         other => Err(format!(
-            "unknown model kind {other:?} (this build knows {MEASURE_VAE_KIND:?})"
+            "unknown model kind {other:?} (this build knows {MEASURE_VAE_KIND:?}, {:?} and {:?})",
+            crate::image_model::CONV_VAE_KIND,
+            crate::image_model::IMAGE_CLASSIFIER_KIND
         )),
     }
 }

@@ -149,6 +149,86 @@ pub fn conv_vae_shapes(cfg: &ConvVaeConfig) -> Vec<(String, Vec<usize>)> {
     out
 }
 
+/// `model_kind` of the content-preservation classifier (a small CNN over the dataset's
+/// images predicting its class label: the digit for Morpho-MNIST, the shape for dSprites).
+pub const IMAGE_CLASSIFIER_KIND: &str = "image_classifier";
+
+/// Sizes of the image classifier: Conv(1->32, k3, p1), ReLU, Conv(32->64, k4, s2, p1), ReLU,
+/// Conv(64->64, k4, s2, p1), ReLU, Linear(64 * (side/4)^2 -> 128), ReLU, Dropout, Linear(128 ->
+/// classes).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassifierConfig {
+    /// Image side (28 for MNIST, 64 for dSprites); a multiple of 4.
+    pub side: usize,
+    /// Number of classes.
+    pub classes: usize,
+    /// Dropout before the last layer while training.
+    pub dropout: f32,
+}
+
+impl ClassifierConfig {
+    /// Channels of the three convolutions.
+    pub const CHANNELS: [usize; 3] = [32, 64, 64];
+    /// Width of the hidden linear layer.
+    pub const HIDDEN: usize = 128;
+
+    /// A classifier for `side` x `side` images and `classes` classes (dropout 0.25).
+    pub fn new(side: usize, classes: usize) -> Self {
+        ClassifierConfig {
+            side,
+            classes,
+            dropout: 0.25,
+        }
+    }
+
+    /// Checks the sizes.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.side < 4 || !self.side.is_multiple_of(4) || self.side > 1024 {
+            return Err(format!(
+                "classifier side {} is not a multiple of 4 in 4..=1024",
+                self.side
+            ));
+        }
+        if self.classes < 2 || self.classes > 256 {
+            return Err(format!(
+                "classifier has {} classes (2..=256 supported)",
+                self.classes
+            ));
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(format!(
+                "classifier dropout = {} is not in [0, 1)",
+                self.dropout
+            ));
+        }
+        Ok(())
+    }
+
+    /// Width of the flattened feature map.
+    pub fn flat(&self) -> usize {
+        Self::CHANNELS[2] * (self.side / 4) * (self.side / 4)
+    }
+}
+
+/// Every parameter of the image classifier with its shape (PyTorch layouts).
+pub fn classifier_shapes(cfg: &ClassifierConfig) -> Vec<(String, Vec<usize>)> {
+    let [c0, c1, c2] = ClassifierConfig::CHANNELS;
+    let h = ClassifierConfig::HIDDEN;
+    vec![
+        ("cls.conv.0.weight".into(), vec![c0, 1, 3, 3]),
+        ("cls.conv.0.bias".into(), vec![c0]),
+        ("cls.conv.1.weight".into(), vec![c1, c0, 4, 4]),
+        ("cls.conv.1.bias".into(), vec![c1]),
+        ("cls.conv.2.weight".into(), vec![c2, c1, 4, 4]),
+        ("cls.conv.2.bias".into(), vec![c2]),
+        ("cls.linear.weight".into(), vec![h, cfg.flat()]),
+        ("cls.linear.bias".into(), vec![h]),
+        ("cls.out.weight".into(), vec![cfg.classes, h]),
+        ("cls.out.bias".into(), vec![cfg.classes]),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -440,6 +440,131 @@ pub fn decode_images(model: &ConvVae, z: &[f32]) -> candle_core::Result<Vec<f32>
         .to_vec1::<f32>()
 }
 
+/// Classifier accuracy along one latent axis (content preservation).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ContentAxis {
+    /// Attribute whose dimension is traversed.
+    pub attribute: String,
+    /// The latent dimension.
+    pub dim: usize,
+    /// Accuracy over all images and traversal points.
+    pub accuracy: f64,
+    /// Accuracy at each traversal point.
+    pub per_step: Vec<f64>,
+}
+
+/// Content preservation (paper §5.3, Fig. 7): how often a classifier still finds an image's
+/// class (the digit) in the inputs, in their reconstructions and along the traversals.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ContentPreservation {
+    /// Images used.
+    pub images: usize,
+    /// Accuracy on the inputs themselves.
+    pub inputs: f64,
+    /// Accuracy on reconstructions decoded from the posterior mean.
+    pub reconstructions: f64,
+    /// Accuracy over every traversal of every axis.
+    pub traversals: f64,
+    /// Latent values of the traversal points.
+    pub z_values: Vec<f32>,
+    /// Per axis.
+    pub axes: Vec<ContentAxis>,
+}
+
+/// Measures [`ContentPreservation`] on the images `idx` of `ds`: each image is encoded to its
+/// posterior mean; the reconstruction decodes that mean; a traversal sets one axis' latent
+/// dimension to each of `steps` values in [-range, range] (the paper: 10 in [-4, 4]) and
+/// decodes. Decoded Bernoulli probabilities go to `classifier`; a prediction is right when it
+/// equals the image's label. `progress(done, total)` counts images.
+#[allow(clippy::too_many_arguments)]
+pub fn content_preservation(
+    vae: &ConvVae,
+    classifier: &crate::model::classifier::ImageClassifier,
+    ds: &ImageDataset,
+    idx: &[usize],
+    axes: &[(String, usize)],
+    steps: usize,
+    range: f32,
+    progress: &mut dyn FnMut(usize, usize),
+) -> candle_core::Result<ContentPreservation> {
+    let d = vae.config().latent;
+    if classifier.config().side != ds.header.width || vae.config().side() != ds.header.width {
+        candle_core::bail!(
+            "the classifier takes {0}x{0} images, the VAE {1}x{1}, the dataset has {2}x{2}",
+            classifier.config().side,
+            vae.config().side(),
+            ds.header.width
+        );
+    }
+    if let Some((name, dim)) = axes.iter().find(|(_, dim)| *dim >= d) {
+        candle_core::bail!("axis {name} is latent dimension {dim}, the model has {d}");
+    }
+    if idx.is_empty() {
+        candle_core::bail!("no images to measure content preservation on");
+    }
+    let z_values: Vec<f32> = (0..steps)
+        .map(|k| {
+            if steps == 1 {
+                0.0
+            } else {
+                -range + 2.0 * range * k as f32 / (steps - 1) as f32
+            }
+        })
+        .collect();
+    let (mut inputs, mut recon) = (0usize, 0usize);
+    let mut along = vec![vec![0usize; steps]; axes.len()];
+    let hits = |pred: &[u8], chunk: &[usize]| -> usize {
+        pred.iter()
+            .zip(chunk)
+            .filter(|(&p, &i)| ds.labels[i] == p)
+            .count()
+    };
+    let mut done = 0;
+    for chunk in idx.chunks(256) {
+        let b = batch_of(ds, chunk, vae.device())?;
+        let px = b.x.flatten_all()?.to_vec1::<f32>()?;
+        inputs += hits(&classifier.predict(&px)?, chunk);
+        let (mu, _) = vae.encode(&b.x, None)?;
+        let means = mu.flatten_all()?.to_vec1::<f32>()?;
+        recon += hits(&classifier.predict(&decode_images(vae, &means)?)?, chunk);
+        for (a, (_, dim)) in axes.iter().enumerate() {
+            for (k, &v) in z_values.iter().enumerate() {
+                let mut z = means.clone();
+                for row in z.chunks_mut(d) {
+                    row[*dim] = v;
+                }
+                along[a][k] += hits(&classifier.predict(&decode_images(vae, &z)?)?, chunk);
+            }
+        }
+        done += chunk.len();
+        progress(done, idx.len());
+    }
+    let n = idx.len() as f64;
+    let axes: Vec<ContentAxis> = axes
+        .iter()
+        .zip(&along)
+        .map(|((name, dim), counts)| ContentAxis {
+            attribute: name.clone(),
+            dim: *dim,
+            accuracy: counts.iter().sum::<usize>() as f64 / (n * steps as f64),
+            per_step: counts.iter().map(|&c| c as f64 / n).collect(),
+        })
+        .collect();
+    let traversals = if axes.is_empty() {
+        0.0
+    } else {
+        axes.iter().map(|a| a.accuracy).sum::<f64>() / axes.len() as f64
+    };
+    Ok(ContentPreservation {
+        images: idx.len(),
+        inputs: inputs as f64 / n,
+        reconstructions: recon as f64 / n,
+        traversals,
+        z_values,
+        axes,
+    })
+}
+
 /// The architecture for an image dataset's collection.
 pub fn arch_for(collection: &str) -> Option<ConvArch> {
     match collection {
@@ -477,4 +602,106 @@ pub mod anyhow_free {
     }
     /// Result with [`Error`].
     pub type Result<T> = std::result::Result<T, Error>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::images::dataset::{ImageHeader, IMAGE_FORMAT_VERSION};
+    use crate::data::images::PixelFormat;
+    use crate::image_model::{classifier_shapes, ClassifierConfig};
+    use crate::model::classifier::ImageClassifier;
+    use rand::Rng;
+
+    /// `n` random 28x28 images; label i % 4 of 10 classes, one attribute.
+    fn digits(n: usize) -> ImageDataset {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        ImageDataset {
+            header: ImageHeader {
+                format_version: IMAGE_FORMAT_VERSION,
+                kind: "images".into(),
+                collection: "morpho-mnist".into(),
+                source: "test".into(),
+                source_digests: vec![],
+                content_hash: String::new(),
+                height: 28,
+                width: 28,
+                pixel_format: PixelFormat::U8,
+                attributes: vec!["area".into()],
+                label_name: "digit".into(),
+                label_classes: (0..10).map(|d| d.to_string()).collect(),
+                num_images: n,
+                notes: vec![],
+            },
+            pixels: (0..n * 784).map(|_| rng.gen::<u8>()).collect(),
+            attributes: (0..n).map(|i| i as f32).collect(),
+            labels: (0..n).map(|i| (i % 4) as u8).collect(),
+            split: vec![Split::Test; n],
+        }
+    }
+
+    /// A classifier that answers `class` for every image: zero weights, a large bias.
+    fn constant_classifier(class: usize) -> ImageClassifier {
+        let cfg = ClassifierConfig::new(28, 10);
+        let tensors = classifier_shapes(&cfg)
+            .into_iter()
+            .map(|(name, shape)| {
+                let n: usize = shape.iter().product();
+                let mut v = vec![0f32; n];
+                if name == "cls.out.bias" {
+                    v[class] = 10.0;
+                }
+                (name, (shape, v))
+            })
+            .collect();
+        ImageClassifier::from_tensors(&cfg, &tensors, &Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn content_preservation_counts_against_the_labels() {
+        let ds = digits(10);
+        let vae = ConvVae::new(&ConvVaeConfig::mnist(), 0, &Device::Cpu).unwrap();
+        // Labels 0,1,2,3,0,1,2,3,0,1: class 1 is right for 3 of 10 images, wherever they go.
+        let cls = constant_classifier(1);
+        let idx: Vec<usize> = (0..10).collect();
+        let axes = vec![("area".to_string(), 0), ("other".to_string(), 5)];
+        let mut calls = Vec::new();
+        let c = content_preservation(&vae, &cls, &ds, &idx, &axes, 3, 4.0, &mut |d, t| {
+            calls.push((d, t))
+        })
+        .unwrap();
+        assert_eq!(calls.last(), Some(&(10, 10)));
+        assert_eq!(c.images, 10);
+        assert_eq!(c.z_values, vec![-4.0, 0.0, 4.0]);
+        assert!((c.inputs - 0.3).abs() < 1e-12);
+        assert!((c.reconstructions - 0.3).abs() < 1e-12);
+        assert!((c.traversals - 0.3).abs() < 1e-12);
+        assert_eq!(c.axes.len(), 2);
+        assert_eq!(c.axes[1].dim, 5);
+        assert!(c.axes[1].per_step.iter().all(|&a| (a - 0.3).abs() < 1e-12));
+
+        // Bad requests are errors that say what is wrong.
+        let e = content_preservation(
+            &vae,
+            &cls,
+            &ds,
+            &idx,
+            &[("x".into(), 16)],
+            3,
+            4.0,
+            &mut |_, _| {},
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("latent dimension 16"), "{e}");
+        let e = content_preservation(&vae, &cls, &ds, &[], &axes, 3, 4.0, &mut |_, _| {})
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no images"), "{e}");
+        let wide = ImageClassifier::new(&ClassifierConfig::new(64, 10), 0, &Device::Cpu).unwrap();
+        let e = content_preservation(&vae, &wide, &ds, &idx, &axes, 3, 4.0, &mut |_, _| {})
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("64x64"), "{e}");
+    }
 }

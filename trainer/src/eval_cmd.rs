@@ -39,6 +39,17 @@ pub struct EvalArgs {
     /// Seed of the latent sampling and of the MI jitter.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Image models: content preservation (paper Fig. 7) with this classifier (from
+    /// `classify-train`): its accuracy on the inputs, their reconstructions and the traversals
+    /// along every regularized dimension (a β-VAE's highest-MI dimension per attribute).
+    #[arg(long, value_name = "CLASSIFIER")]
+    content: Option<PathBuf>,
+    /// Images for --content (the paper: the 10,000 MNIST test digits).
+    #[arg(long, default_value_t = 10_000)]
+    content_images: usize,
+    /// Traversal points per dimension for --content, evenly in [-4, 4] (the paper: 10).
+    #[arg(long, default_value_t = 10)]
+    content_steps: usize,
 }
 
 #[derive(Args)]
@@ -82,6 +93,9 @@ pub struct Evaluation {
     /// Greedy token accuracy from the sampled z.
     pub reconstruction_accuracy: f64,
     pub metrics: MetricsReport,
+    /// Content preservation (image models, `eval --content`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<arvae_core::image_training::ContentPreservation>,
 }
 
 /// Checks that a checkpoint can be evaluated on a dataset.
@@ -184,6 +198,7 @@ pub fn evaluate(
         split: split.name().into(),
         reconstruction_accuracy: recon.accuracy as f64,
         metrics,
+        content: None,
     })
 }
 
@@ -206,6 +221,16 @@ pub fn eval(a: EvalArgs) -> Result<()> {
             a.max_measures,
             a.seed,
             a.json.as_deref(),
+            a.content
+                .as_deref()
+                .map(|p| (p, a.content_images, a.content_steps)),
+        );
+    }
+    if let Some(p) = &a.content {
+        bail!(
+            "--content {} needs an image dataset and model; {} is a music dataset",
+            p.display(),
+            a.data.display()
         );
     }
     let ck = Checkpoint::load(&a.checkpoint)?;

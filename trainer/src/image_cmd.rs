@@ -455,6 +455,7 @@ pub fn evaluate(
         split: split.name().into(),
         reconstruction_accuracy: acc,
         metrics,
+        content: None,
     })
 }
 
@@ -466,6 +467,7 @@ pub fn eval(
     max: usize,
     seed: u64,
     json: Option<&Path>,
+    content: Option<(&Path, usize, usize)>,
 ) -> Result<()> {
     let ck = Checkpoint::load(checkpoint)?;
     let ds = ImageDataset::load(data)?;
@@ -480,8 +482,13 @@ pub fn eval(
     }
     let model = ConvVae::from_checkpoint(&ck, &Device::Cpu)
         .with_context(|| format!("{}: cannot build the model", checkpoint.display()))?;
-    let e = evaluate(&ck, &model, &ds, split, max, seed)?;
+    let mut e = evaluate(&ck, &model, &ds, split, max, seed)?;
     crate::eval_cmd::print_evaluation(&e);
+    if let Some((classifier, images, steps)) = content {
+        e.content = Some(crate::classify_cmd::content(
+            &ck, &model, &ds, classifier, split, images, steps, 4.0,
+        )?);
+    }
     if let Some(p) = json {
         std::fs::write(p, serde_json::to_string_pretty(&e)?)
             .with_context(|| format!("cannot write {}", p.display()))?;

@@ -1,6 +1,7 @@
 //! `arvae-trainer`: build music datasets, train AR-VAE and the β-VAE baseline, evaluate, generate.
 
 mod bench_cmd;
+mod classify_cmd;
 mod data_cmd;
 mod eval_cmd;
 mod figures;
@@ -56,6 +57,9 @@ enum Command {
     Sweep(sweep_cmd::SweepArgs),
     /// One offline HTML page for runs (and sweeps): metric tables and every figure, with MIDI.
     Report(report_cmd::ReportArgs),
+    /// Train the digit (or shape) classifier that `eval --content` uses to measure content
+    /// preservation on an image dataset (paper Fig. 7).
+    ClassifyTrain(classify_cmd::ClassifyTrainArgs),
 }
 
 fn main() -> ExitCode {
@@ -74,6 +78,7 @@ fn main() -> ExitCode {
         Command::Surface(args) => figures::surface::surface(args),
         Command::Sweep(args) => sweep_cmd::sweep(args),
         Command::Report(args) => report_cmd::report(args),
+        Command::ClassifyTrain(args) => classify_cmd::classify_train(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -86,6 +86,82 @@ fn image_traversal_grids_for_ar_vae_and_beta_vae() {
         }
     }
 
+    // Content preservation: a shape classifier, then its accuracy on inputs, reconstructions
+    // and traversals of both models.
+    let cls = dir.path().join("cls.safetensors");
+    let text = ok(&[
+        "classify-train",
+        "--data",
+        s(&data),
+        "--out",
+        s(&cls),
+        "--epochs",
+        "1",
+    ]);
+    assert!(text.contains("3-class classifier (shape)"), "{text}");
+    assert!(text.contains("test accuracy"), "{text}");
+    let e = fails(&["classify-train", "--data", s(&data), "--out", s(&cls)]);
+    assert!(e.contains("--force"), "{e}");
+    for run in [&ar, &beta] {
+        let json = run.join("content.json");
+        let text = ok(&[
+            "eval",
+            "--checkpoint",
+            s(&run.join("best.safetensors")),
+            "--data",
+            s(&data),
+            "--content",
+            s(&cls),
+            "--content-images",
+            "7",
+            "--content-steps",
+            "3",
+            "--json",
+            s(&json),
+        ]);
+        assert!(
+            text.contains("content preservation (shape classifier, 7 images, 3 points"),
+            "{text}"
+        );
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        let c = &v["content"];
+        assert_eq!(c["images"], 7);
+        let axes = c["axes"].as_array().unwrap();
+        assert_eq!(axes.len(), 5);
+        let mut mean = 0.0;
+        for a in axes {
+            let per: Vec<f64> = a["per_step"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect();
+            assert_eq!(per.len(), 3);
+            // Each point is a count out of 7 images; the axis is their mean.
+            for p in &per {
+                assert!(((p * 7.0).round() - p * 7.0).abs() < 1e-9, "{p}");
+            }
+            let acc = a["accuracy"].as_f64().unwrap();
+            assert!((acc - per.iter().sum::<f64>() / 3.0).abs() < 1e-9);
+            mean += acc / 5.0;
+        }
+        assert!((c["traversals"].as_f64().unwrap() - mean).abs() < 1e-9);
+    }
+    // A VAE is not a classifier; a classifier is not a VAE.
+    let e = fails(&[
+        "eval",
+        "--checkpoint",
+        s(&ar.join("best.safetensors")),
+        "--data",
+        s(&data),
+        "--content",
+        s(&ar.join("best.safetensors")),
+    ]);
+    assert!(e.contains("not an image classifier"), "{e}");
+    let e = fails(&["eval", "--checkpoint", s(&cls), "--data", s(&data)]);
+    assert!(e.contains("image_classifier"), "{e}");
+
     // A music checkpoint on image data, and bad arguments, are refused by name.
     let music = dir.path().join("music.safetensors");
     std::fs::write(&music, arvae_core::builtin::builtin("bach").unwrap().bytes).unwrap();
@@ -114,4 +190,14 @@ fn image_traversal_grids_for_ar_vae_and_beta_vae() {
         s(&dir.path().join("y")),
     ]);
     assert!(e.contains("--count"), "{e}");
+    let e = fails(&[
+        "eval",
+        "--checkpoint",
+        s(&music),
+        "--data",
+        s(&data),
+        "--content",
+        s(&cls),
+    ]);
+    assert!(e.contains("trained on bach"), "{e}");
 }

@@ -6,6 +6,8 @@
 //! Parameter names and shapes are fixed by [`crate::checkpoint::measure_vae_shapes`].
 
 pub mod adam;
+pub mod classifier;
+pub mod conv_ops;
 pub mod conv_vae;
 pub mod gru;
 pub mod loss;

@@ -62,7 +62,7 @@ fn scale_for(side: usize) -> u32 {
     }
 }
 
-fn axes_for(
+pub(crate) fn axes_for(
     ck: &Checkpoint,
     model: &ConvVae,
     ds: &ImageDataset,
