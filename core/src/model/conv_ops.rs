@@ -100,9 +100,8 @@ fn im2col(g: &Geom, x: &[f32], cols: &mut [f32]) {
                                 if g.stride == 1 {
                                     d[lo..hi].copy_from_slice(&xr[i0..i0 + hi - lo]);
                                 } else {
-                                    for (v, &xv) in d[lo..hi]
-                                        .iter_mut()
-                                        .zip(xr[i0..].iter().step_by(g.stride))
+                                    for (v, &xv) in
+                                        d[lo..hi].iter_mut().zip(xr[i0..].iter().step_by(g.stride))
                                     {
                                         *v = xv;
                                     }
