@@ -316,11 +316,10 @@ pub fn train_images(
         (model, opt)
     };
     let train_idx = ds.indices(Split::Train);
-    let mut val_idx = ds.indices(Split::Val);
+    let val_idx = ds.sample(Split::Val, cfg.max_val_images, cfg.seed);
     if train_idx.is_empty() {
         return Err("the dataset's train split is empty".to_string().into());
     }
-    val_idx.truncate(cfg.max_val_images);
     for epoch in start_epoch..cfg.epochs {
         let t0 = Instant::now();
         let mut rng =

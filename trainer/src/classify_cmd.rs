@@ -171,9 +171,14 @@ pub fn content(
             ds.header.label_classes.len()
         );
     }
-    let mut idx = ds.indices(split);
-    idx.truncate(max);
-    let test: Vec<usize> = ds.indices(Split::Test);
+    let idx = ds.sample(split, max, 0);
+    // The β-VAE's axes come from the MI on a prefix of these: shuffled, not in file order.
+    let mut test: Vec<usize> = ds.indices(Split::Test);
+    {
+        use rand::seq::SliceRandom;
+        use rand::SeedableRng;
+        test.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(0));
+    }
     let axes: Vec<(String, usize)> = crate::figures::image_traverse::axes_for(ck, vae, ds, &test)?
         .into_iter()
         .map(|(name, dim, _)| (name, dim))

@@ -415,11 +415,10 @@ pub fn evaluate(
     max: usize,
     seed: u64,
 ) -> Result<Evaluation> {
-    let mut idx = ds.indices(split);
+    let idx = ds.sample(split, max, seed);
     if idx.is_empty() {
         bail!("the {} split of the dataset is empty", split.name());
     }
-    idx.truncate(max);
     let (_, samples) = image_training::image_latents(model, ds, &idx, 256, seed)?;
     let (n, d, a) = (idx.len(), model.config().latent, ds.num_attributes());
     let attrs: Vec<f64> = idx

@@ -84,7 +84,8 @@ pub struct TrainArgs {
     /// latent dimension l: rhythmic_complexity 0, pitch_range 1, note_density 2, contour 3.
     #[arg(long, value_delimiter = ',', value_parser = parse_attribute)]
     attributes: Vec<Attribute>,
-    /// Train on at most this many measures per epoch (a fresh random subset each epoch).
+    /// Train on at most this many measures (images, for an image dataset) per epoch (a fresh
+    /// random subset each epoch).
     #[arg(long)]
     max_measures: Option<usize>,
     /// Device.
@@ -96,7 +97,8 @@ pub struct TrainArgs {
     /// Continue the run in --out from its last complete epoch (same settings and data).
     #[arg(long)]
     resume: bool,
-    /// Measures of the test split evaluated at the end (stored in the checkpoint's metadata).
+    /// Measures (images) of the test split evaluated at the end (stored in the checkpoint's
+    /// metadata).
     #[arg(long, default_value_t = 8192)]
     eval_measures: usize,
 }

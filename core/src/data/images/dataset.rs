@@ -173,6 +173,22 @@ impl ImageDataset {
             .collect()
     }
 
+    /// At most `max` indices of `split`, in file order: all of them when the split is no
+    /// larger, else a seeded uniform sample. (The first `max` would not do: dSprites is stored
+    /// in factor order, so a prefix of its test split holds one shape and two scales.)
+    pub fn sample(&self, split: Split, max: usize, seed: u64) -> Vec<usize> {
+        use rand::seq::SliceRandom;
+        use rand::SeedableRng;
+        let mut idx = self.indices(split);
+        if idx.len() > max {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x5EED_5A3B_1E00_0000);
+            idx.shuffle(&mut rng);
+            idx.truncate(max);
+            idx.sort_unstable();
+        }
+        idx
+    }
+
     /// Number of images in `split`.
     pub fn count(&self, split: Split) -> usize {
         self.split.iter().filter(|&&s| s == split).count()
@@ -387,6 +403,33 @@ pub(crate) mod tests {
             assert_eq!(back.attributes_of(2), &[4.0, 5.0]);
             assert_eq!(back.indices(Split::Test), vec![5]);
         }
+    }
+
+    #[test]
+    fn sample_spreads_over_the_split_not_a_prefix() {
+        let mut ds = tiny(PixelFormat::U8);
+        assert_eq!(ds.sample(Split::Train, 10, 0), vec![0, 1, 2, 3]);
+        assert_eq!(ds.sample(Split::Test, 1, 0), vec![5]);
+        assert!(ds.sample(Split::Val, 0, 0).is_empty());
+        // 1,000 test images in file order: 100 of them must come from all over the file.
+        ds.split = (0..1000)
+            .map(|i| {
+                if i % 2 == 0 {
+                    Split::Test
+                } else {
+                    Split::Train
+                }
+            })
+            .collect();
+        ds.labels = vec![0; 1000];
+        let s = ds.sample(Split::Test, 100, 7);
+        assert_eq!(s.len(), 100);
+        assert!(s.windows(2).all(|w| w[0] < w[1]), "sorted and distinct");
+        assert!(s.iter().all(|&i| ds.split[i] == Split::Test));
+        assert!(s.iter().filter(|&&i| i < 500).count() < 80, "{s:?}");
+        assert!(s.iter().filter(|&&i| i >= 500).count() > 20, "{s:?}");
+        assert_eq!(s, ds.sample(Split::Test, 100, 7), "same seed, same sample");
+        assert_ne!(s, ds.sample(Split::Test, 100, 8));
     }
 
     #[test]
