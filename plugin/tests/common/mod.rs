@@ -2,8 +2,12 @@
 //! block and records the notes it plays.
 //!
 //! The plugin library is `ARVAE_PLUGIN_LIB` when set; otherwise the test builds it with
-//! `cargo build -p arvae-plugin --lib` into the same target directory and profile as the test
-//! itself (`cargo test` alone does not refresh the cdylib).
+//! `cargo build --workspace --lib --tests` into the same target directory and profile as the
+//! test itself (`cargo test` alone does not refresh the cdylib). That command resolves features
+//! exactly as the README's `cargo test --workspace` does, so it only compiles the plugin crate
+//! (seconds) instead of every dependency again with the plugin's own feature set (`-p
+//! arvae-plugin`: minutes on 2 cores). The library it makes links `arvae-core` with the
+//! workspace's features (`train` among them); the plugin code is the same.
 
 #![allow(dead_code)]
 
@@ -40,7 +44,7 @@ pub fn plugin_lib() -> &'static PathBuf {
         let release = profile_dir.file_name().is_some_and(|n| n == "release");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
-        cmd.args(["build", "-p", "arvae-plugin", "--lib", "--target-dir"])
+        cmd.args(["build", "--workspace", "--lib", "--tests", "--target-dir"])
             .arg(target_dir)
             .current_dir(env!("CARGO_MANIFEST_DIR"));
         if release {
