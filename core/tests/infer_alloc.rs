@@ -1,4 +1,4 @@
-//! `InferModel::decode` and `encode` allocate nothing after construction (a counting global
+//! `InferModel::decode` (lockstep and plain) and `encode` allocate nothing after construction (a counting global
 //! allocator watches this thread). Runs with and without the `train` feature.
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -102,6 +102,7 @@ fn decode_and_encode_do_not_allocate() {
                     model
                         .decode_with_logits(z, &mut out, Some(&mut logits))
                         .unwrap();
+                    model.decode_plain(z, &mut out, Some(&mut logits)).unwrap();
                     model.encode(&out, &mut mean, &mut log_std).unwrap();
                     // Target matching (the plugin's worker) decodes into stack measures.
                     let mut zz = [0f32; 32];

@@ -260,6 +260,24 @@ pub(crate) trait Isa {
     fn matvec(m: &Packed, bias: &[f32], x: &[f32], y: &mut [f32]);
     /// The same for `n` inputs at once: input `c` is `x[c * ldx..]`, its output `y[c * ldy..]`.
     fn matmul(m: &Packed, bias: &[f32], x: &[f32], ldx: usize, n: usize, y: &mut [f32], ldy: usize);
+    /// [`matvec`](Self::matvec) of `n` inputs at once (input `c` is `x[c * ldx..]`, its
+    /// output `y[c * ldy..]`), every output bit for bit what `matvec` gives for that input
+    /// alone: the same sums in the same order, only the weights are read once for several
+    /// inputs. (`matmul` sums in another order, so it is not a drop-in for `matvec`.)
+    #[inline(always)]
+    fn matvec_cols(
+        m: &Packed,
+        bias: &[f32],
+        x: &[f32],
+        ldx: usize,
+        n: usize,
+        y: &mut [f32],
+        ldy: usize,
+    ) {
+        for c in 0..n {
+            Self::matvec(m, bias, &x[c * ldx..], &mut y[c * ldy..]);
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -518,6 +536,9 @@ mod x86 {
 
     /// How far ahead (bytes) [`block_mv`] prefetches the weight stream.
     const PF: usize = 4096;
+    /// How many columns ahead [`tile_mv`] prefetches its rows (a block column is 256 bytes of
+    /// f32, so 16 columns are [`PF`]).
+    const PF_COLS: usize = 16;
 
     /// A vector of f32 lanes.
     pub(crate) trait Simd: Copy {
@@ -700,6 +721,155 @@ mod x86 {
         }
     }
 
+    /// `M` vectors of rows of a block (`stride` values per column, from `w`) times `C` inputs,
+    /// with exactly [`block_mv`]'s arithmetic per input (bias into the even-column accumulator,
+    /// odd columns apart when `split`, added at the end, then the odd last column), so the
+    /// outputs equal `matvec`'s bit for bit whatever `M` and `C` are.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile_mv<S: Simd, E: Elem, const M: usize, const C: usize>(
+        w: *const E,
+        stride: usize,
+        bias: *const f32,
+        x: *const f32,
+        ldx: usize,
+        cols: usize,
+        y: *mut f32,
+        ldy: usize,
+        split: bool,
+    ) {
+        let l = S::LANES;
+        let b0: [S; M] = std::array::from_fn(|k| S::load(bias.add(k * l)));
+        let mut a: [[S; M]; C] = [b0; C];
+        // Lines of this tile in one column, prefetched `PF_COLS` columns ahead.
+        let lines = (M * l * std::mem::size_of::<E>()).div_ceil(64);
+        let ahead = PF_COLS * stride;
+        let mut j = 0;
+        if split {
+            let mut b: [[S; M]; C] = [[S::splat(0.0); M]; C];
+            while j + 2 <= cols {
+                let p = w.add(j * stride);
+                for col in 0..2 {
+                    let q = p.wrapping_add(ahead + col * stride).cast::<u8>();
+                    for line in 0..lines {
+                        _mm_prefetch::<_MM_HINT_T0>(q.wrapping_add(64 * line).cast());
+                    }
+                }
+                let w0: [S; M] = std::array::from_fn(|k| E::load::<S>(p.add(k * l)));
+                let w1: [S; M] = std::array::from_fn(|k| E::load::<S>(p.add(stride + k * l)));
+                for c in 0..C {
+                    let x0 = S::splat(*x.add(c * ldx + j));
+                    let x1 = S::splat(*x.add(c * ldx + j + 1));
+                    for k in 0..M {
+                        a[c][k] = S::fmadd(w0[k], x0, a[c][k]);
+                        b[c][k] = S::fmadd(w1[k], x1, b[c][k]);
+                    }
+                }
+                j += 2;
+            }
+            for c in 0..C {
+                for k in 0..M {
+                    a[c][k] = S::add(a[c][k], b[c][k]);
+                }
+            }
+        }
+        while j < cols {
+            let p = w.add(j * stride);
+            let q = p.wrapping_add(ahead).cast::<u8>();
+            for line in 0..lines {
+                _mm_prefetch::<_MM_HINT_T0>(q.wrapping_add(64 * line).cast());
+            }
+            let wj: [S; M] = std::array::from_fn(|k| E::load::<S>(p.add(k * l)));
+            for (c, ac) in a.iter_mut().enumerate() {
+                let xj = S::splat(*x.add(c * ldx + j));
+                for k in 0..M {
+                    ac[k] = S::fmadd(wj[k], xj, ac[k]);
+                }
+            }
+            j += 1;
+        }
+        for (c, ac) in a.iter().enumerate() {
+            for (k, v) in ac.iter().enumerate() {
+                v.store(y.add(c * ldy + k * l));
+            }
+        }
+    }
+
+    /// All `n` inputs for `M` vectors of rows: tiles of 4 inputs, then the rest.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn rows_mv<S: Simd, E: Elem, const M: usize>(
+        w: *const E,
+        stride: usize,
+        bias: *const f32,
+        x: *const f32,
+        ldx: usize,
+        n: usize,
+        cols: usize,
+        y: *mut f32,
+        ldy: usize,
+        split: bool,
+    ) {
+        let mut c0 = 0;
+        while n - c0 >= 4 {
+            let (xc, yc) = (x.add(c0 * ldx), y.add(c0 * ldy));
+            tile_mv::<S, E, M, 4>(w, stride, bias, xc, ldx, cols, yc, ldy, split);
+            c0 += 4;
+        }
+        let (xc, yc) = (x.add(c0 * ldx), y.add(c0 * ldy));
+        match n - c0 {
+            3 => tile_mv::<S, E, M, 3>(w, stride, bias, xc, ldx, cols, yc, ldy, split),
+            2 => tile_mv::<S, E, M, 2>(w, stride, bias, xc, ldx, cols, yc, ldy, split),
+            1 => tile_mv::<S, E, M, 1>(w, stride, bias, xc, ldx, cols, yc, ldy, split),
+            _ => {}
+        }
+    }
+
+    /// [`Isa::matvec_cols`]: every block in sub-tiles of two vectors of rows (one where the
+    /// block is one vector, or where two would not leave AVX2 registers for the split sums).
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn matvec_cols<S: Simd, E: Elem>(
+        m: &Packed,
+        w: &[E],
+        bias: &[f32],
+        x: &[f32],
+        ldx: usize,
+        n: usize,
+        y: &mut [f32],
+        ldy: usize,
+    ) {
+        if n == 0 {
+            return;
+        }
+        // Every input and output the tiles touch is in bounds.
+        let (x, bias) = (&x[..(n - 1) * ldx + m.cols], &bias[..m.padded]);
+        let y = &mut y[..(n - 1) * ldy + m.padded];
+        debug_assert!(w.len() == m.padded * m.cols);
+        let (xp, yp) = (x.as_ptr(), y.as_mut_ptr());
+        let l = S::LANES;
+        let mut r0 = 0;
+        while r0 < m.padded {
+            let width = if m.padded - r0 >= BLOCK { BLOCK } else { TAIL };
+            // The same split as `matvec` uses for this block.
+            let split = width != BLOCK || S::MV_SPLIT;
+            let two = width >= 2 * l && !(split && l == 8);
+            let wb = w.as_ptr().add(r0 * m.cols);
+            let mut s0 = 0;
+            while s0 < width {
+                let (ws, bs, ys) = (wb.add(s0), bias.as_ptr().add(r0 + s0), yp.add(r0 + s0));
+                if two {
+                    rows_mv::<S, E, 2>(ws, width, bs, xp, ldx, n, m.cols, ys, ldy, split);
+                    s0 += 2 * l;
+                } else {
+                    rows_mv::<S, E, 1>(ws, width, bs, xp, ldx, n, m.cols, ys, ldy, split);
+                    s0 += l;
+                }
+            }
+            r0 += width;
+        }
+    }
+
     /// `N * LANES` rows of a block (`stride` values per column, from `w`) times `C` inputs.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
@@ -839,6 +1009,25 @@ mod x86 {
                             matmul::<$simd, u16, C>(m, m.f16s(), bias, x, ldx, n, y, ldy)
                         } else {
                             matmul::<$simd, f32, C>(m, m.f32s(), bias, x, ldx, n, y, ldy)
+                        }
+                    }
+                }
+                #[inline(always)]
+                fn matvec_cols(
+                    m: &Packed,
+                    bias: &[f32],
+                    x: &[f32],
+                    ldx: usize,
+                    n: usize,
+                    y: &mut [f32],
+                    ldy: usize,
+                ) {
+                    // SAFETY: as in `matvec`.
+                    unsafe {
+                        if m.half {
+                            matvec_cols::<$simd, u16>(m, m.f16s(), bias, x, ldx, n, y, ldy)
+                        } else {
+                            matvec_cols::<$simd, f32>(m, m.f32s(), bias, x, ldx, n, y, ldy)
                         }
                     }
                 }
@@ -993,7 +1182,7 @@ mod tests {
                     Weights::F32 => w.clone(),
                     Weights::F16 => w.iter().map(|&v| f16_to_f32(f32_to_f16(v))).collect(),
                 };
-                for n in [1, 3, 4, 7, 13, 24] {
+                for n in [1, 2, 3, 4, 6, 7, 13, 24] {
                     let x: Vec<f32> = (0..n * cols).map(|_| lcg(&mut seed)).collect();
                     let p = Packed::new(&w, rows, cols, 0, cols, format);
                     let bias = padded_bias(&b, p.padded());
@@ -1007,6 +1196,23 @@ mod tests {
                         );
                     }
                     assert!(y[rows..].iter().all(|&v| v == 0.0), "padding rows");
+                    // matvec_cols equals matvec on every input, bit for bit, with strides
+                    // wider than the rows (as the decoder's per-stream hidden states).
+                    let (ldx, ldy) = (cols + 5, p.padded() + 7);
+                    let xs: Vec<f32> = (0..n * ldx).map(|_| lcg(&mut seed)).collect();
+                    let mut yc = vec![f32::NAN; (n - 1) * ldy + p.padded()];
+                    I::matvec_cols(&p, &bias, &xs, ldx, n, &mut yc, ldy);
+                    for c in 0..n {
+                        let mut alone = vec![f32::NAN; p.padded()];
+                        I::matvec(&p, &bias, &xs[c * ldx..c * ldx + cols], &mut alone);
+                        let got = &yc[c * ldy..c * ldy + p.padded()];
+                        assert!(
+                            got.iter()
+                                .zip(&alone)
+                                .all(|(a, b)| a.to_bits() == b.to_bits()),
+                            "matvec_cols {rows}x{cols} {format:?} n {n} input {c}"
+                        );
+                    }
                     let ldy = p.padded() + 3;
                     let mut ym = vec![f32::NAN; (n - 1) * ldy + p.padded()];
                     I::matmul(&p, &bias, &x, cols, n, &mut ym, ldy);

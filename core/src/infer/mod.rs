@@ -14,11 +14,14 @@
 //! V x 3H table, the beat context's share is computed once per beat, the beat-level layers
 //! and the encoder's upper input projections run as small matrix products over all steps at
 //! once, and the encoder steps its two directions in lockstep. What is left per tick is four
-//! matrix-vector products (about 164k multiply-adds over 656 KB of f32 weights), so batch-1
-//! decoding is bound by how fast the core streams weights from its L2 cache, not by
-//! arithmetic. Hence hand-written AVX2 and AVX-512 kernels over cache-line-aligned blocks,
-//! picked at run time ([`Kernel`]), and an optional f16 storage of the weights that halves
-//! the bytes ([`Weights::F16`]; it changes results slightly, so it is not the default).
+//! matrix-vector products (about 164k multiply-adds over 656 KB of f32 weights), so decoding
+//! one beat after the other is bound by how fast the core streams weights from its L2 cache,
+//! not by arithmetic. Hence hand-written AVX2 and AVX-512 kernels over cache-line-aligned
+//! blocks, picked at run time ([`Kernel`]), an optional f16 storage of the weights that halves
+//! the bytes ([`Weights::F16`]; it changes results slightly, so it is not the default), and
+//! the lockstep decoder ([`InferModel::decode`]): the four beats depend on each other only
+//! through one token, so they are decoded side by side on a guess of that token, each weight
+//! read once per tick for all of them, and a beat whose guess was wrong is decoded again.
 
 mod kernels;
 pub mod steer;
@@ -31,7 +34,7 @@ use crate::checkpoint::{
     measure_vae_shapes, Checkpoint, CheckpointMeta, DatasetInfo, MeasureVaeConfig,
 };
 use crate::music::token::{
-    Measure, BEATS_PER_MEASURE, TICKS_PER_BEAT, TICKS_PER_MEASURE, VOCAB_SIZE,
+    Measure, BEATS_PER_MEASURE, HOLD, TICKS_PER_BEAT, TICKS_PER_MEASURE, VOCAB_SIZE,
 };
 
 /// Why an [`InferModel`] could not be built or a call was refused.
@@ -157,6 +160,24 @@ struct Scratch {
     logits: Vec<f32>,
 }
 
+/// `guess` value of a beat that starts from the learned start input (beat 0).
+const START_GUESS: u16 = u16::MAX;
+
+/// Scratch space of the lockstep decoder (per beat where it says so), allocated once.
+#[derive(Clone, Debug)]
+struct Lockstep {
+    /// Per stream (a beat being decoded): hidden (layers x H), gates, logits.
+    h: Vec<f32>,
+    gi: Vec<f32>,
+    gh: Vec<f32>,
+    logits: Vec<f32>,
+    /// Per stream: its beat and the previous token.
+    streams: [usize; BEATS_PER_MEASURE],
+    prev: [u16; BEATS_PER_MEASURE],
+    /// Per beat: the previous token it was last decoded from.
+    guess: [u16; BEATS_PER_MEASURE],
+}
+
 /// MeasureVAE encoder and greedy decoder on plain f32 weights; see the [module docs](self).
 #[derive(Clone, Debug)]
 pub struct InferModel {
@@ -166,6 +187,7 @@ pub struct InferModel {
     enc: EncoderWeights,
     dec: DecoderWeights,
     s: Scratch,
+    lock: Lockstep,
 }
 
 /// Looks up a tensor and checks its shape.
@@ -461,6 +483,16 @@ impl InferModel {
             context_gi: vec![0.0; BEATS_PER_MEASURE * gp],
             logits: vec![0.0; dec.output.padded()],
         };
+        let beats = BEATS_PER_MEASURE;
+        let lock = Lockstep {
+            h: vec![0.0; beats * l * h],
+            gi: vec![0.0; beats * gp],
+            gh: vec![0.0; beats * gp],
+            logits: vec![0.0; beats * dec.output.padded()],
+            streams: [0; BEATS_PER_MEASURE],
+            prev: [0; BEATS_PER_MEASURE],
+            guess: [0; BEATS_PER_MEASURE],
+        };
         Ok(InferModel {
             cfg,
             kernel,
@@ -468,6 +500,7 @@ impl InferModel {
             enc,
             dec,
             s,
+            lock,
         })
     }
 
@@ -492,6 +525,15 @@ impl InferModel {
     }
 
     /// Greedy decoding of one measure from z (`latent()` values), without allocating.
+    ///
+    /// The four beats are decoded side by side: each beat's tick GRU starts from its own
+    /// hidden state, so the beats depend on each other only through the token that ends the
+    /// previous beat. Beats 1-3 are first decoded assuming that token is a hold (what the
+    /// last tick of a beat almost always holds), reading every weight matrix once per tick for
+    /// all four; a beat whose assumption turns out wrong is decoded again from the right token.
+    /// The result is bit for bit that of one beat after the other ([`decode_plain`]).
+    ///
+    /// [`decode_plain`]: Self::decode_plain
     pub fn decode(&mut self, z: &[f32], out: &mut Measure) -> Result<(), InferError> {
         self.decode_with_logits(z, out, None)
     }
@@ -508,18 +550,45 @@ impl InferModel {
         if let Some(l) = &logits {
             check_len("logits", TICKS_PER_MEASURE * VOCAB_SIZE, l.len())?;
         }
+        self.dispatch_decode(Mode::Lockstep, z, out, logits);
+        Ok(())
+    }
+
+    /// [`decode`](Self::decode) one beat after the other, every weight matrix read once per
+    /// tick per beat: the reference the lockstep decoder is tested and benchmarked against.
+    /// Writes the logits as [`decode_with_logits`](Self::decode_with_logits) when given.
+    pub fn decode_plain(
+        &mut self,
+        z: &[f32],
+        out: &mut Measure,
+        logits: Option<&mut [f32]>,
+    ) -> Result<(), InferError> {
+        check_len("z", self.cfg.latent, z.len())?;
+        if let Some(l) = &logits {
+            check_len("logits", TICKS_PER_MEASURE * VOCAB_SIZE, l.len())?;
+        }
+        self.dispatch_decode(Mode::Plain, z, out, logits);
+        Ok(())
+    }
+
+    fn dispatch_decode(
+        &mut self,
+        mode: Mode,
+        z: &[f32],
+        out: &mut Measure,
+        logits: Option<&mut [f32]>,
+    ) {
         match self.kernel {
             // SAFETY (all arms): the kernel was checked to be supported by this CPU at
             // construction.
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx512 => unsafe { self.decode_avx512(z, out, logits) },
+            Kernel::Avx512 => unsafe { self.decode_avx512(mode, z, out, logits) },
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2Fma => unsafe { self.decode_avx2(z, out, logits) },
+            Kernel::Avx2Fma => unsafe { self.decode_avx2(mode, z, out, logits) },
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2FmaAuto => unsafe { self.decode_avx2_auto(z, out, logits) },
-            _ => self.decode_impl::<Portable>(z, out, logits),
+            Kernel::Avx2FmaAuto => unsafe { self.decode_avx2_auto(mode, z, out, logits) },
+            _ => self.decode_impl::<Portable>(mode, z, out, logits),
         }
-        Ok(())
     }
 
     /// Posterior mean and log-std (`latent()` values each) of a measure, without allocating.
@@ -556,8 +625,8 @@ impl InferModel {
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
-    unsafe fn decode_avx512(&mut self, z: &[f32], out: &mut Measure, logits: Option<&mut [f32]>) {
-        self.decode_impl::<kernels::Avx512>(z, out, logits)
+    unsafe fn decode_avx512(&mut self, mode: Mode, z: &[f32], out: &mut Measure, lo: Logits) {
+        self.decode_impl::<kernels::Avx512>(mode, z, out, lo)
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -568,8 +637,8 @@ impl InferModel {
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn decode_avx2(&mut self, z: &[f32], out: &mut Measure, logits: Option<&mut [f32]>) {
-        self.decode_impl::<kernels::Avx2Fma>(z, out, logits)
+    unsafe fn decode_avx2(&mut self, mode: Mode, z: &[f32], out: &mut Measure, lo: Logits) {
+        self.decode_impl::<kernels::Avx2Fma>(mode, z, out, lo)
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -580,13 +649,8 @@ impl InferModel {
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn decode_avx2_auto(
-        &mut self,
-        z: &[f32],
-        out: &mut Measure,
-        logits: Option<&mut [f32]>,
-    ) {
-        self.decode_impl::<kernels::GenericFma>(z, out, logits)
+    unsafe fn decode_avx2_auto(&mut self, mode: Mode, z: &[f32], out: &mut Measure, lo: Logits) {
+        self.decode_impl::<kernels::GenericFma>(mode, z, out, lo)
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -596,16 +660,21 @@ impl InferModel {
     }
 
     #[inline(always)]
-    fn decode_impl<I: Isa>(
-        &mut self,
-        z: &[f32],
-        out: &mut Measure,
-        mut logits_out: Option<&mut [f32]>,
-    ) {
-        let (h, l, v) = (self.cfg.hidden, self.cfg.layers, VOCAB_SIZE);
+    fn decode_impl<I: Isa>(&mut self, mode: Mode, z: &[f32], out: &mut Measure, lo: Logits) {
+        match mode {
+            Mode::Plain => self.decode_plain_impl::<I>(z, out, lo),
+            Mode::Lockstep => self.decode_lockstep::<I>(z, out, lo),
+        }
+    }
+
+    /// The beat level of the decoder: the beat GRU from z, then per beat the tick GRU's
+    /// initial hidden (`s.tick_h0`), the context and its share of the tick GRU's layer-0
+    /// gates (`s.context_gi`).
+    #[inline(always)]
+    fn decode_beats<I: Isa>(&mut self, z: &[f32]) {
+        let (h, l) = (self.cfg.hidden, self.cfg.layers);
         let g = 3 * h;
         let gp = round16(g);
-        let relu = self.cfg.logit_relu;
         let d = &self.dec;
         let s = &mut self.s;
 
@@ -675,6 +744,20 @@ impl InferModel {
             &mut s.context_gi,
             gp,
         );
+    }
+
+    /// One beat after the other.
+    #[inline(always)]
+    fn decode_plain_impl<I: Isa>(&mut self, z: &[f32], out: &mut Measure, mut logits_out: Logits) {
+        self.decode_beats::<I>(z);
+        let (h, l, v) = (self.cfg.hidden, self.cfg.layers, VOCAB_SIZE);
+        let g = 3 * h;
+        let gp = round16(g);
+        let relu = self.cfg.logit_relu;
+        let beats = BEATS_PER_MEASURE;
+        let d = &self.dec;
+        let s = &mut self.s;
+        let tp = d.beat_to_tick_hidden.padded();
 
         // Tick GRU, greedy: the previous token carries across beats.
         let mut prev: Option<usize> = None;
@@ -716,6 +799,106 @@ impl InferModel {
                 prev = Some(best);
                 if let Some(lo) = logits_out.as_deref_mut() {
                     lo[t * v..(t + 1) * v].copy_from_slice(logits);
+                }
+            }
+        }
+    }
+
+    /// The beats side by side; see [`Self::decode`]. Every stage makes the same kernel call
+    /// per input as [`Self::decode_plain_impl`] (`matvec_cols` equals `matvec` bit for bit,
+    /// `matmul`'s outputs do not depend on how many inputs it gets), so the tokens and logits
+    /// are the plain decoder's exactly.
+    #[inline(always)]
+    fn decode_lockstep<I: Isa>(&mut self, z: &[f32], out: &mut Measure, mut logits_out: Logits) {
+        self.decode_beats::<I>(z);
+        let (h, l, v) = (self.cfg.hidden, self.cfg.layers, VOCAB_SIZE);
+        let (g, lh) = (3 * h, l * h);
+        let gp = round16(g);
+        let relu = self.cfg.logit_relu;
+        let beats = BEATS_PER_MEASURE;
+        let d = &self.dec;
+        let Lockstep {
+            h: sh,
+            gi: sgi,
+            gh: sgh,
+            logits: slog,
+            streams,
+            prev,
+            guess,
+        } = &mut self.lock;
+
+        let tp = d.beat_to_tick_hidden.padded();
+        let (tick_h0, context_gi) = (&self.s.tick_h0, &self.s.context_gi);
+
+        // First round: every beat, beats 1.. assuming the beat before ends in a hold.
+        for b in 0..beats {
+            streams[b] = b;
+            guess[b] = if b == 0 { START_GUESS } else { u16::from(HOLD) };
+        }
+        let (mut n, mut verified) = (beats, 1);
+        let vp = d.output.padded();
+        while n > 0 {
+            // The tick GRU over the n streams, side by side.
+            for (i, &b) in streams[..n].iter().enumerate() {
+                sh[i * lh..(i + 1) * lh].copy_from_slice(&tick_h0[b * tp..b * tp + lh]);
+                prev[i] = guess[b];
+            }
+            for tick in 0..TICKS_PER_BEAT {
+                for (i, &b) in streams[..n].iter().enumerate() {
+                    let tok = match prev[i] {
+                        START_GUESS => &d.start_gi[..],
+                        p => &d.token_table[p as usize * g..(p as usize + 1) * g],
+                    };
+                    let ctx = &context_gi[b * gp..b * gp + g];
+                    for ((gi, c), e) in sgi[i * gp..i * gp + g].iter_mut().zip(ctx).zip(tok) {
+                        *gi = c + e;
+                    }
+                }
+                for (k, dir) in d.tick_layers.iter().enumerate() {
+                    if let Some(w_ih) = &dir.w_ih {
+                        I::matvec_cols(w_ih, &dir.b_i, &sh[(k - 1) * h..], lh, n, sgi, gp);
+                    }
+                    I::matvec_cols(&dir.w_hh, &dir.b_h, &sh[k * h..], lh, n, sgh, gp);
+                    for i in 0..n {
+                        let hk = &mut sh[i * lh + k * h..i * lh + (k + 1) * h];
+                        gru_update(hk, &sgi[i * gp..i * gp + g], &sgh[i * gp..(i + 1) * gp]);
+                    }
+                }
+                let o = &d.output;
+                I::matvec_cols(&o.w, &o.b, &sh[(l - 1) * h..], lh, n, slog, vp);
+                for (i, &b) in streams[..n].iter().enumerate() {
+                    let logits = &mut slog[i * vp..i * vp + v];
+                    if relu {
+                        for x in logits.iter_mut() {
+                            *x = x.max(0.0);
+                        }
+                    }
+                    let best = argmax(logits);
+                    let t = b * TICKS_PER_BEAT + tick;
+                    out.0[t] = best as u8;
+                    prev[i] = best as u16;
+                    if let Some(lo) = logits_out.as_deref_mut() {
+                        lo[t * v..(t + 1) * v].copy_from_slice(logits);
+                    }
+                }
+            }
+            // A beat is final once the beat before it is and it was decoded from the token
+            // that beat ended with. Every beat after the final ones that was decoded from
+            // another token than the one its predecessor now ends with goes again, from that
+            // token, all side by side: the first of them becomes final, and the others are
+            // often right too (a beat's last token seldom depends on its first).
+            while verified < beats
+                && guess[verified] == u16::from(out.0[verified * TICKS_PER_BEAT - 1])
+            {
+                verified += 1;
+            }
+            n = 0;
+            for b in verified..beats {
+                let ended = u16::from(out.0[b * TICKS_PER_BEAT - 1]);
+                if guess[b] != ended {
+                    guess[b] = ended;
+                    streams[n] = b;
+                    n += 1;
                 }
             }
         }
@@ -778,6 +961,18 @@ fn split_pair(pair: &mut [Vec<f32>; 2], k_parity: usize) -> (&[f32], &mut [f32])
     } else {
         (a, b)
     }
+}
+
+/// Where a decoder writes the logits of every tick, if anywhere.
+type Logits<'a> = Option<&'a mut [f32]>;
+
+/// Which decoder runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// One beat after the other.
+    Plain,
+    /// Beats (and codes) side by side.
+    Lockstep,
 }
 
 fn check_len(what: &'static str, expected: usize, got: usize) -> Result<(), InferError> {

@@ -408,3 +408,77 @@ fn f16_weights_stay_close_to_f32() {
     assert!(worst < 1e-2, "f16 weights move outputs by {worst}");
     assert!(same * 10 >= cases * 9, "only {same}/{cases} identical");
 }
+
+/// Beats that the lockstep decoder has to decode twice: those after a beat that does not end
+/// in a hold.
+fn reruns(m: &Measure) -> usize {
+    (1..4).filter(|b| m.0[b * 6 - 1] != HOLD).count()
+}
+
+/// The lockstep decoder (beats side by side, speculating on the token that ends each beat)
+/// against the plain one (beats one after the other): the same tokens and bit-identical
+/// logits, both where every guess holds (the trained model) and where many fail (random
+/// weights), on every kernel and weight format and with more layers and the logit ReLU.
+#[test]
+fn lockstep_decoding_equals_plain_decoding_bit_for_bit() {
+    let trained = Checkpoint::load(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../models/bach.safetensors"
+    ))
+    .unwrap();
+    let deep = MeasureVaeConfig {
+        layers: 3,
+        logit_relu: true,
+        ..small()
+    };
+    let cases = [
+        (trained, 60, 1.5f32),
+        (random_checkpoint(&MeasureVaeConfig::default(), 9), 12, 2.0),
+        (random_checkpoint(&deep, 4), 30, 2.0),
+    ];
+    let mut rerun_counts = [0usize; 4];
+    for (ck, n, scale) in &cases {
+        let zd = ck.meta.measure_vae_config().unwrap().latent;
+        for kernel in Kernel::ALL.into_iter().filter(|k| k.is_supported()) {
+            for weights in [Weights::F32, Weights::F16] {
+                let mut model = InferModel::with_options(ck, kernel, weights).unwrap();
+                let (mut la, mut lb) =
+                    (vec![0.0f32; 24 * VOCAB_SIZE], vec![0.0f32; 24 * VOCAB_SIZE]);
+                let (mut a, mut b, mut c) = (Measure::rest(), Measure::rest(), Measure::rest());
+                for case in 0..*n {
+                    let z = latent(500 + case, zd, *scale);
+                    model.decode_with_logits(&z, &mut a, Some(&mut la)).unwrap();
+                    model.decode_plain(&z, &mut b, Some(&mut lb)).unwrap();
+                    model.decode(&z, &mut c).unwrap();
+                    assert_eq!(a, b, "{kernel:?} {weights:?} case {case}");
+                    assert_eq!(a, c, "{kernel:?} {weights:?} case {case}");
+                    assert!(
+                        la.iter().zip(&lb).all(|(x, y)| x.to_bits() == y.to_bits()),
+                        "{kernel:?} {weights:?} case {case}: logits differ"
+                    );
+                    if kernel == Kernel::detect() && weights == Weights::F32 {
+                        rerun_counts[reruns(&a)] += 1;
+                    }
+                }
+            }
+        }
+    }
+    // Both paths of the speculation ran: measures decoded in one round and measures with
+    // one, two and three beats decoded again.
+    println!("measures by beats decoded twice: {rerun_counts:?}");
+    assert!(rerun_counts.iter().all(|&k| k > 0), "{rerun_counts:?}");
+
+    let mut model = InferModel::from_checkpoint(&cases[1].0).unwrap();
+    let mut out = Measure::rest();
+    assert_eq!(
+        model.decode_plain(&[0.0; 31], &mut out, None),
+        Err(InferError::Length {
+            what: "z",
+            expected: 32,
+            got: 31
+        })
+    );
+    assert!(model
+        .decode_plain(&[0.0; 32], &mut out, Some(&mut [0.0; 10]))
+        .is_err());
+}
