@@ -104,6 +104,7 @@ fn decode_and_encode_do_not_allocate() {
                         .unwrap();
                     model.decode_plain(z, &mut out, Some(&mut logits)).unwrap();
                     model.encode(&out, &mut mean, &mut log_std).unwrap();
+                    model.encode_mean(&out, &mut mean).unwrap();
                     // Target matching (the plugin's worker) decodes into stack measures.
                     let mut zz = [0f32; 32];
                     zz.copy_from_slice(z);

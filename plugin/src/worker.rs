@@ -81,8 +81,8 @@ impl Drop for WorkerHandle {
     }
 }
 
-/// Passes of target matching: at most 1 + 3 * (4 * 6 + 16) = 121 decodes, about 27 ms at
-/// 220 us a decode, against a bar of 800 ms at 300 BPM.
+/// Passes of target matching: at most 1 + 3 * (4 * 6 + 16) = 121 decodes, about 12 ms at
+/// 70-110 us a decode (README), against a bar of 800 ms at 300 BPM.
 pub const MATCH_PASSES: usize = 3;
 
 /// Mixes seed and bar into one RNG seed (SplitMix64 finalizer).
@@ -131,7 +131,6 @@ struct Worker {
     captured: Option<Measure>,
     source: Option<Vec<f32>>,
     z: Vec<f32>,
-    log_std: Vec<f32>,
     out: Sender<Decoded>,
     shared: Arc<UiShared>,
     captured_state: Arc<AtomicMeasure>,
@@ -143,13 +142,8 @@ impl Worker {
         if let Some(m) = self.captured {
             let n = self.model.infer.latent();
             let mut mean = vec![0.0; n];
-            self.log_std.resize(n, 0.0);
-            if self
-                .model
-                .infer
-                .encode(&m, &mut mean, &mut self.log_std)
-                .is_ok()
-            {
+            // Transform mode uses the posterior mean only.
+            if self.model.infer.encode_mean(&m, &mut mean).is_ok() {
                 self.source = Some(mean);
             }
         }
@@ -214,7 +208,6 @@ pub fn spawn(
     let (models, model_rx) = bounded::<Box<LoadedModel>>(2);
     let mut w = Worker {
         z: Vec::new(),
-        log_std: Vec::new(),
         captured: captured_state.load(),
         source: None,
         model,

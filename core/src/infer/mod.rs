@@ -28,7 +28,7 @@ pub mod steer;
 
 pub use kernels::{Kernel, Weights};
 
-use kernels::{argmax, gru_update, padded_bias, selu_in_place, Isa, Packed, Portable};
+use kernels::{argmax, padded_bias, Isa, Packed, Portable};
 
 use crate::checkpoint::{
     measure_vae_shapes, Checkpoint, CheckpointMeta, DatasetInfo, MeasureVaeConfig,
@@ -600,6 +600,23 @@ impl InferModel {
     ) -> Result<(), InferError> {
         check_len("mean", self.cfg.latent, mean.len())?;
         check_len("log_std", self.cfg.latent, log_std.len())?;
+        self.encode_to(m, mean, Some(log_std))
+    }
+
+    /// The posterior mean only (`latent()` values): what transform mode needs. It skips the
+    /// log-std head, whose first layer is as large as the mean's (a fifth of the weights read
+    /// per encode); the mean is bit for bit [`encode`](Self::encode)'s.
+    pub fn encode_mean(&mut self, m: &Measure, mean: &mut [f32]) -> Result<(), InferError> {
+        self.encode_to(m, mean, None)
+    }
+
+    fn encode_to(
+        &mut self,
+        m: &Measure,
+        mean: &mut [f32],
+        log_std: Option<&mut [f32]>,
+    ) -> Result<(), InferError> {
+        check_len("mean", self.cfg.latent, mean.len())?;
         if let Some((tick, &token)) =
             m.0.iter()
                 .enumerate()
@@ -631,7 +648,7 @@ impl InferModel {
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
-    unsafe fn encode_avx512(&mut self, m: &Measure, mean: &mut [f32], log_std: &mut [f32]) {
+    unsafe fn encode_avx512(&mut self, m: &Measure, mean: &mut [f32], log_std: LogStd) {
         self.encode_impl::<kernels::Avx512>(m, mean, log_std)
     }
 
@@ -643,7 +660,7 @@ impl InferModel {
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn encode_avx2(&mut self, m: &Measure, mean: &mut [f32], log_std: &mut [f32]) {
+    unsafe fn encode_avx2(&mut self, m: &Measure, mean: &mut [f32], log_std: LogStd) {
         self.encode_impl::<kernels::Avx2Fma>(m, mean, log_std)
     }
 
@@ -655,7 +672,7 @@ impl InferModel {
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn encode_avx2_auto(&mut self, m: &Measure, mean: &mut [f32], log_std: &mut [f32]) {
+    unsafe fn encode_avx2_auto(&mut self, m: &Measure, mean: &mut [f32], log_std: LogStd) {
         self.encode_impl::<kernels::GenericFma>(m, mean, log_std)
     }
 
@@ -686,7 +703,7 @@ impl InferModel {
             z,
             &mut s.beat_h0,
         );
-        selu_in_place(&mut s.beat_h0[..l * h]);
+        I::selu(&mut s.beat_h0[..l * h]);
         let beats = BEATS_PER_MEASURE;
         for (k, dir) in d.beat_layers.iter().enumerate() {
             let (prev, cur) = split_pair(&mut s.seq, k % 2);
@@ -702,7 +719,7 @@ impl InferModel {
                     &s.gi_all[0][t * gp..t * gp + g]
                 };
                 I::matvec(&dir.w_hh, &dir.b_h, hk, &mut s.gh);
-                gru_update(hk, gi, &s.gh);
+                I::gru(hk, gi, &s.gh);
                 cur[t * h..(t + 1) * h].copy_from_slice(hk);
             }
         }
@@ -732,8 +749,8 @@ impl InferModel {
             cp,
         );
         for b in 0..beats {
-            selu_in_place(&mut s.tick_h0[b * tp..b * tp + l * h]);
-            selu_in_place(&mut s.context[b * cp..b * cp + h]);
+            I::selu(&mut s.tick_h0[b * tp..b * tp + l * h]);
+            I::selu(&mut s.context[b * cp..b * cp + h]);
         }
         I::matmul(
             &d.context.w,
@@ -780,7 +797,7 @@ impl InferModel {
                         I::matvec(w_ih, &dir.b_i, &below[(k - 1) * h..], &mut s.gi);
                     }
                     I::matvec(&dir.w_hh, &dir.b_h, hk, &mut s.gh);
-                    gru_update(hk, &s.gi[..g], &s.gh);
+                    I::gru(hk, &s.gi[..g], &s.gh);
                 }
                 I::matvec(
                     &d.output.w,
@@ -861,7 +878,7 @@ impl InferModel {
                     I::matvec_cols(&dir.w_hh, &dir.b_h, &sh[k * h..], lh, n, sgh, gp);
                     for i in 0..n {
                         let hk = &mut sh[i * lh + k * h..i * lh + (k + 1) * h];
-                        gru_update(hk, &sgi[i * gp..i * gp + g], &sgh[i * gp..(i + 1) * gp]);
+                        I::gru(hk, &sgi[i * gp..i * gp + g], &sgh[i * gp..(i + 1) * gp]);
                     }
                 }
                 let o = &d.output;
@@ -893,10 +910,10 @@ impl InferModel {
                 verified += 1;
             }
             n = 0;
-            for b in verified..beats {
+            for (b, gb) in guess.iter_mut().enumerate().skip(verified) {
                 let ended = u16::from(out.0[b * TICKS_PER_BEAT - 1]);
-                if guess[b] != ended {
-                    guess[b] = ended;
+                if *gb != ended {
+                    *gb = ended;
                     streams[n] = b;
                     n += 1;
                 }
@@ -905,7 +922,7 @@ impl InferModel {
     }
 
     #[inline(always)]
-    fn encode_impl<I: Isa>(&mut self, m: &Measure, mean: &mut [f32], log_std: &mut [f32]) {
+    fn encode_impl<I: Isa>(&mut self, m: &Measure, mean: &mut [f32], log_std: LogStd) {
         let h = self.cfg.hidden;
         let g = 3 * h;
         let gp = round16(g);
@@ -933,7 +950,7 @@ impl InferModel {
                     };
                     let hd = &mut s.dir_h[d][..h];
                     I::matvec(&dir.w_hh, &dir.b_h, hd, &mut s.gh);
-                    gru_update(hd, gi, &s.gh);
+                    I::gru(hd, gi, &s.gh);
                     cur[t * 2 * h + d * h..t * 2 * h + (d + 1) * h].copy_from_slice(hd);
                 }
             }
@@ -943,9 +960,11 @@ impl InferModel {
             }
         }
         let latent = self.cfg.latent;
-        for (head, dst) in [(&e.mean, mean), (&e.log_std, log_std)] {
+        let heads = [(&e.mean, Some(mean)), (&e.log_std, log_std)];
+        for (head, dst) in heads {
+            let Some(dst) = dst else { continue };
             I::matvec(&head[0].w, &head[0].b, &s.state, &mut s.head);
-            selu_in_place(&mut s.head[..head[0].w.rows()]);
+            I::selu(&mut s.head[..head[0].w.rows()]);
             I::matvec(&head[1].w, &head[1].b, &s.head, &mut s.head_out);
             dst.copy_from_slice(&s.head_out[..latent]);
         }
@@ -962,6 +981,9 @@ fn split_pair(pair: &mut [Vec<f32>; 2], k_parity: usize) -> (&[f32], &mut [f32])
         (a, b)
     }
 }
+
+/// Where the encoder writes the log-std, if anywhere.
+type LogStd<'a> = Option<&'a mut [f32]>;
 
 /// Where a decoder writes the logits of every tick, if anywhere.
 type Logits<'a> = Option<&'a mut [f32]>;

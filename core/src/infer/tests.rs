@@ -482,3 +482,38 @@ fn lockstep_decoding_equals_plain_decoding_bit_for_bit() {
         .decode_plain(&[0.0; 32], &mut out, Some(&mut [0.0; 10]))
         .is_err());
 }
+
+/// The mean-only encoder (transform mode) gives `encode`'s mean bit for bit on every kernel
+/// and weight format, and refuses what `encode` refuses.
+#[test]
+fn encoding_the_mean_only_equals_the_full_encoder() {
+    let ck = random_checkpoint(&MeasureVaeConfig::default(), 14);
+    for kernel in Kernel::ALL.into_iter().filter(|k| k.is_supported()) {
+        for weights in [Weights::F32, Weights::F16] {
+            let mut model = InferModel::with_options(&ck, kernel, weights).unwrap();
+            let (mut mean, mut log_std, mut only) = ([0f32; 32], [0f32; 32], [0f32; 32]);
+            for case in 0..20 {
+                let m = measure(300 + case);
+                model.encode(&m, &mut mean, &mut log_std).unwrap();
+                only.fill(f32::NAN);
+                model.encode_mean(&m, &mut only).unwrap();
+                assert!(
+                    mean.iter()
+                        .zip(&only)
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{kernel:?} {weights:?} case {case}"
+                );
+            }
+            assert!(model.encode_mean(&Measure::rest(), &mut [0.0; 31]).is_err());
+            let mut bad = Measure::rest();
+            bad.0[7] = VOCAB_SIZE as u8;
+            assert_eq!(
+                model.encode_mean(&bad, &mut only),
+                Err(InferError::Token {
+                    tick: 7,
+                    token: VOCAB_SIZE as u8
+                })
+            );
+        }
+    }
+}
