@@ -2,8 +2,11 @@
 //!
 //! `cargo run --release -p arvae-core --no-default-features --example infer_bench [-- runs [checkpoint]]`
 //!
-//! Without a checkpoint path it uses random weights of the default sizes (the speed does not
-//! depend on the values). Every kernel variant this CPU supports runs with f32 and f16 weights
+//! Without a checkpoint path it uses random weights of the default sizes. The speed of the
+//! plain decoder and the encoder does not depend on the values; the lockstep decoder's does
+//! (random weights rarely end a beat in a hold, so nearly every guess is wrong: its worst
+//! case), so pass a trained model (`models/bach.safetensors`) for the figure users get.
+//! Every kernel variant this CPU supports runs with f32 and f16 weights
 //! (except the portable kernel with f16, whose software conversion is only a fallback), among
 //! them `avx2+fma auto-vectorized` with f32: the implementation before the hand-written
 //! kernels. The variants take turns in rounds of 50 calls (the first 5 of each round, with
@@ -34,6 +37,7 @@ struct Variant {
     dec: Vec<f64>,
     plain: Vec<f64>,
     enc: Vec<f64>,
+    mean: Vec<f64>,
     /// Beats 1-3 of the measures decoded whose predecessor does not end in a hold (the
     /// lockstep decoder's first guess was wrong, so it decoded them again), of all.
     reruns: (usize, usize),
@@ -77,6 +81,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 measures,
                 dec: Vec::with_capacity(runs),
                 plain: Vec::with_capacity(runs),
+                mean: Vec::with_capacity(runs),
                 reruns: (0, 0),
                 enc: Vec::with_capacity(runs),
             });
@@ -121,6 +126,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     v.enc.push(us);
                 }
             }
+            for i in 0..ROUND + WARM {
+                let m = &v.measures[(done + i) % v.measures.len()];
+                let t = Instant::now();
+                v.model.encode_mean(black_box(m), &mut mean)?;
+                let us = t.elapsed().as_secs_f64() * 1e6;
+                black_box(&mean);
+                if i >= WARM {
+                    v.mean.push(us);
+                }
+            }
         }
         done += ROUND;
     }
@@ -131,7 +146,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let base = variants.iter().position(old).unwrap_or(0);
     for v in &mut variants {
-        for us in [&mut v.dec, &mut v.plain, &mut v.enc] {
+        for us in [&mut v.dec, &mut v.plain, &mut v.enc, &mut v.mean] {
             us.sort_by(|a, b| a.total_cmp(b));
         }
     }
@@ -141,13 +156,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let base_enc = percentile(&variants[base].enc, 0.5);
     println!(
         "{:<7} {:<26} {:<4} {:>8} {:>8} {:>8} {:>9}  ({} runs each; x = old median / median)\n\
-         (plain: beats one after the other; decode: beats side by side, the default)",
+         (plain: beats one after the other; decode: beats side by side, the default; \
+         mean: encode_mean, transform mode; x against the old plain decode and the old encode)",
         "what", "kernel", "w", "median", "p10", "p90", "x old", runs
     );
-    for (i, what) in ["plain", "decode", "encode"].into_iter().enumerate() {
+    for (i, what) in ["plain", "decode", "encode", "mean"]
+        .into_iter()
+        .enumerate()
+    {
         for v in &variants {
-            let us = [&v.plain, &v.dec, &v.enc][i];
-            let base = if i == 2 { base_enc } else { base_dec };
+            let us = [&v.plain, &v.dec, &v.enc, &v.mean][i];
+            let base = if i >= 2 { base_enc } else { base_dec };
             let med = percentile(us, 0.5);
             println!(
                 "{what:<7} {:<26} {:<4} {med:>8.1} {:>8.1} {:>8.1} {:>8.2}x{}",

@@ -19,6 +19,8 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::path::PathBuf;
+
+use crate::train_cmd;
 use std::time::Instant;
 
 #[derive(Args)]
@@ -198,43 +200,83 @@ pub fn bench(a: BenchArgs) -> Result<()> {
         println!("exported {n_batches} batches to {}", path.display());
     }
     if a.infer_runs > 0 {
-        let mut m = InferModel::from_checkpoint(&random_checkpoint(&cfg, a.seed))?;
-        let mut rng = ChaCha8Rng::seed_from_u64(a.seed);
-        let mut out = Measure([129; 24]);
-        let mut times = Vec::with_capacity(a.infer_runs);
-        for i in 0..a.infer_runs + 10 {
-            let z: Vec<f32> = (0..cfg.latent).map(|_| rng.gen_range(-2.0..2.0)).collect();
-            let t = Instant::now();
-            m.decode(&z, &mut out)?;
-            if i >= 10 {
-                times.push(t.elapsed().as_secs_f64() * 1e6);
-            }
+        // The shipped Bach model: the lockstep decoder's speed depends on how often a beat
+        // ends in a hold, which random weights almost never do (its worst case, also shown).
+        let trained = train_cmd::load_checkpoint_or_builtin(std::path::Path::new("bach"))?;
+        for (name, ck) in [
+            ("bach model", trained),
+            ("random weights", random_checkpoint(&cfg, a.seed)),
+        ] {
+            bench_infer(&a, &ds, &idx, name, &ck)?;
         }
-        let (med, p10, p90) = percentiles(times);
-        println!(
-            "decode (infer, batch 1, {:?}): median {med:.0} us, p10 {p10:.0} us, p90 {p90:.0} us ({} runs)",
-            m.kernel(),
-            a.infer_runs
-        );
-        let (mut mean, mut log_std) = (vec![0.0; cfg.latent], vec![0.0; cfg.latent]);
-        let mut times = Vec::with_capacity(a.infer_runs);
-        for i in 0..a.infer_runs + 10 {
-            let meas = ds.measures[idx[i % idx.len()]];
-            let t = Instant::now();
-            m.encode(&meas, &mut mean, &mut log_std)?;
-            if i >= 10 {
-                times.push(t.elapsed().as_secs_f64() * 1e6);
-            }
-        }
-        let (med, p10, p90) = percentiles(times);
-        println!(
-            "encode (infer, batch 1): median {med:.0} us, p10 {p10:.0} us, p90 {p90:.0} us ({} runs)",
-            a.infer_runs
-        );
     }
     match vm_hwm_kib() {
         Some(k) => println!("peak memory (VmHWM): {:.0} MiB", k as f64 / 1024.0),
         None => println!("peak memory (VmHWM): unavailable"),
     }
+    Ok(())
+}
+
+/// Decode (lockstep and plain, alternating, so both see the same machine) and encode (full
+/// and mean only) latency at batch 1 on this thread, one line per figure.
+fn bench_infer(
+    a: &BenchArgs,
+    ds: &Dataset,
+    idx: &[usize],
+    name: &str,
+    ck: &arvae_core::checkpoint::Checkpoint,
+) -> Result<()> {
+    let mut m = InferModel::from_checkpoint(ck)?;
+    let latent = m.latent();
+    let mut rng = ChaCha8Rng::seed_from_u64(a.seed);
+    let mut out = Measure([129; 24]);
+    let (mut lock, mut plain) = (Vec::new(), Vec::new());
+    for i in 0..a.infer_runs + 10 {
+        let z: Vec<f32> = (0..latent).map(|_| rng.gen_range(-2.0..2.0)).collect();
+        let t = Instant::now();
+        m.decode(&z, &mut out)?;
+        let t_lock = t.elapsed().as_secs_f64() * 1e6;
+        let t = Instant::now();
+        m.decode_plain(&z, &mut out, None)?;
+        let t_plain = t.elapsed().as_secs_f64() * 1e6;
+        if i >= 10 {
+            lock.push(t_lock);
+            plain.push(t_plain);
+        }
+    }
+    let runs = a.infer_runs;
+    let (med, p10, p90) = percentiles(lock);
+    let (pmed, pp10, pp90) = percentiles(plain);
+    println!(
+        "decode ({name}, infer, batch 1, {:?}, beats side by side): median {med:.0} us, p10 {p10:.0} us, p90 {p90:.0} us ({runs} runs; {:.2}x the plain decoder)",
+        m.kernel(),
+        pmed / med
+    );
+    println!(
+        "decode ({name}, infer, batch 1, plain: one beat after the other): median {pmed:.0} us, p10 {pp10:.0} us, p90 {pp90:.0} us ({runs} runs)"
+    );
+    let (mut mean, mut log_std) = (vec![0.0; latent], vec![0.0; latent]);
+    let (mut full, mut only) = (Vec::new(), Vec::new());
+    for i in 0..a.infer_runs + 10 {
+        let meas = ds.measures[idx[i % idx.len()]];
+        let t = Instant::now();
+        m.encode(&meas, &mut mean, &mut log_std)?;
+        let t_full = t.elapsed().as_secs_f64() * 1e6;
+        let t = Instant::now();
+        m.encode_mean(&meas, &mut mean)?;
+        let t_mean = t.elapsed().as_secs_f64() * 1e6;
+        if i >= 10 {
+            full.push(t_full);
+            only.push(t_mean);
+        }
+    }
+    let (med, p10, p90) = percentiles(full);
+    println!(
+        "encode ({name}, infer, batch 1, mean and log-std): median {med:.0} us, p10 {p10:.0} us, p90 {p90:.0} us ({runs} runs)"
+    );
+    let (med, p10, p90) = percentiles(only);
+    println!(
+        "encode ({name}, infer, batch 1, mean only: transform mode): median {med:.0} us, p10 {p10:.0} us, p90 {p90:.0} us ({runs} runs)"
+    );
     Ok(())
 }
