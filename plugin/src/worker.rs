@@ -81,8 +81,8 @@ impl Drop for WorkerHandle {
     }
 }
 
-/// Passes of target matching: at most 1 + 3 * (4 * 6 + 16) = 121 decodes, about 12 ms at
-/// 70-110 us a decode (README), against a bar of 800 ms at 300 BPM.
+/// Passes of target matching: at most 1 + 3 * (4 * 6 + 16) = 121 decodes, about 7-12 ms at
+/// 60-100 us a decode (README), against a bar of 800 ms at 300 BPM.
 pub const MATCH_PASSES: usize = 3;
 
 /// Mixes seed and bar into one RNG seed (SplitMix64 finalizer).
