@@ -845,6 +845,29 @@ mod x86 {
         }
     }
 
+    /// Checks that every input, bias and output a product over `n` inputs touches is in
+    /// bounds and returns their pointers (`None` for no inputs).
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    fn columns_in_bounds<'a, E>(
+        m: &Packed,
+        w: &[E],
+        bias: &'a [f32],
+        x: &[f32],
+        ldx: usize,
+        n: usize,
+        y: &mut [f32],
+        ldy: usize,
+    ) -> Option<(*const f32, &'a [f32], *mut f32)> {
+        if n == 0 {
+            return None;
+        }
+        let x = &x[..(n - 1) * ldx + m.cols];
+        let y = &mut y[..(n - 1) * ldy + m.padded];
+        debug_assert!(w.len() == m.padded * m.cols);
+        Some((x.as_ptr(), &bias[..m.padded], y.as_mut_ptr()))
+    }
+
     /// [`Isa::matvec_cols`]: every block in sub-tiles of two vectors of rows (one where the
     /// block is one vector, or where two would not leave AVX2 registers for the split sums).
     #[inline(always)]
@@ -859,14 +882,9 @@ mod x86 {
         y: &mut [f32],
         ldy: usize,
     ) {
-        if n == 0 {
+        let Some((xp, bias, yp)) = columns_in_bounds(m, w, bias, x, ldx, n, y, ldy) else {
             return;
-        }
-        // Every input and output the tiles touch is in bounds.
-        let (x, bias) = (&x[..(n - 1) * ldx + m.cols], &bias[..m.padded]);
-        let y = &mut y[..(n - 1) * ldy + m.padded];
-        debug_assert!(w.len() == m.padded * m.cols);
-        let (xp, yp) = (x.as_ptr(), y.as_mut_ptr());
+        };
         let l = S::LANES;
         let mut r0 = 0;
         while r0 < m.padded {
@@ -965,14 +983,9 @@ mod x86 {
         y: &mut [f32],
         ldy: usize,
     ) {
-        if n == 0 {
+        let Some((xp, bias, yp)) = columns_in_bounds(m, w, bias, x, ldx, n, y, ldy) else {
             return;
-        }
-        // Every input and output the tiles touch is in bounds.
-        let (x, bias) = (&x[..(n - 1) * ldx + m.cols], &bias[..m.padded]);
-        let y = &mut y[..(n - 1) * ldy + m.padded];
-        debug_assert!(w.len() == m.padded * m.cols);
-        let (xp, yp) = (x.as_ptr(), y.as_mut_ptr());
+        };
         let mut r0 = 0;
         while r0 < m.padded {
             let width = if m.padded - r0 >= BLOCK { BLOCK } else { TAIL };

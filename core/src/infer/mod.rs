@@ -546,12 +546,7 @@ impl InferModel {
         out: &mut Measure,
         logits: Option<&mut [f32]>,
     ) -> Result<(), InferError> {
-        check_len("z", self.cfg.latent, z.len())?;
-        if let Some(l) = &logits {
-            check_len("logits", TICKS_PER_MEASURE * VOCAB_SIZE, l.len())?;
-        }
-        self.dispatch_decode(Mode::Lockstep, z, out, logits);
-        Ok(())
+        self.dispatch_decode(Mode::Lockstep, z, out, logits)
     }
 
     /// [`decode`](Self::decode) one beat after the other, every weight matrix read once per
@@ -563,21 +558,21 @@ impl InferModel {
         out: &mut Measure,
         logits: Option<&mut [f32]>,
     ) -> Result<(), InferError> {
-        check_len("z", self.cfg.latent, z.len())?;
-        if let Some(l) = &logits {
-            check_len("logits", TICKS_PER_MEASURE * VOCAB_SIZE, l.len())?;
-        }
-        self.dispatch_decode(Mode::Plain, z, out, logits);
-        Ok(())
+        self.dispatch_decode(Mode::Plain, z, out, logits)
     }
 
+    /// Checks the lengths, then runs the decoder on the model's kernel.
     fn dispatch_decode(
         &mut self,
         mode: Mode,
         z: &[f32],
         out: &mut Measure,
         logits: Option<&mut [f32]>,
-    ) {
+    ) -> Result<(), InferError> {
+        check_len("z", self.cfg.latent, z.len())?;
+        if let Some(l) = &logits {
+            check_len("logits", TICKS_PER_MEASURE * VOCAB_SIZE, l.len())?;
+        }
         match self.kernel {
             // SAFETY (all arms): the kernel was checked to be supported by this CPU at
             // construction.
@@ -589,6 +584,7 @@ impl InferModel {
             Kernel::Avx2FmaAuto => unsafe { self.decode_avx2_auto(mode, z, out, logits) },
             _ => self.decode_impl::<Portable>(mode, z, out, logits),
         }
+        Ok(())
     }
 
     /// Posterior mean and log-std (`latent()` values each) of a measure, without allocating.
