@@ -49,7 +49,8 @@ fn main() {
                 let v = if wide {
                     -4.0 + j as f32
                 } else {
-                    arvae_core::training::latent_for(c, tv)
+                    arvae_core::compose::knobs::LatentMap::from_calibration(c)
+                        .map_or(0.0, |m| m.latent(tv))
                 };
                 for bar in 0..8u64 {
                     let mut r = ChaCha8Rng::seed_from_u64(1000 + bar);

@@ -303,6 +303,13 @@ pub struct CheckpointMeta {
     /// Resume state, if saved mid-training.
     #[serde(default)]
     pub train_state: Option<TrainState>,
+    /// The model's own distribution of codes (aggregate posterior of the training measures),
+    /// from which generation draws the free dimensions; `None`: N(0, I).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prior: Option<crate::compose::prior::CodePrior>,
+    /// Lowest and highest MIDI pitch of the training data; the decoder never plays outside it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pitch_range: Option<(u8, u8)>,
 }
 
 impl CheckpointMeta {
@@ -326,6 +333,8 @@ impl CheckpointMeta {
             dataset,
             evaluation: None,
             train_state: None,
+            prior: None,
+            pitch_range: None,
         }
     }
 
@@ -440,6 +449,25 @@ impl Checkpoint {
                 return Err(format!(
                     "calibration of {} has a non-finite point",
                     c.attribute
+                ));
+            }
+            if c.points
+                .windows(2)
+                .any(|w| w[1].0 < w[0].0 || w[1].1 < w[0].1)
+            {
+                return Err(format!(
+                    "calibration of {} does not increase (its points must be sorted by latent value and attribute)",
+                    c.attribute
+                ));
+            }
+        }
+        if let Some(p) = &meta.prior {
+            p.validate(latent).map_err(|e| format!("prior: {e}"))?;
+        }
+        if let Some((lo, hi)) = meta.pitch_range {
+            if lo > hi || hi > 127 {
+                return Err(format!(
+                    "pitch range {lo}..={hi} is not a range of MIDI pitches"
                 ));
             }
         }

@@ -237,6 +237,8 @@ fn meta_for(ds: &ImageDataset, path_id: &str, cfg: &ImageTrainConfig) -> Checkpo
         },
         evaluation: None,
         train_state: None,
+        prior: None,
+        pitch_range: None,
     }
 }
 

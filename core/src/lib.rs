@@ -10,11 +10,14 @@
 //! - [`image_model`]: the convolutional VAEs of the paper's Table 2 as a checkpoint contract.
 //! - [`image_training`]: training and evaluation of the image VAEs (feature `train`).
 //! - [`checkpoint`]: the single-file checkpoint (safetensors + JSON metadata), candle-free.
+//! - [`compose`]: from one bar to music (prior, pitch range, knobs in musical units, key,
+//!   motion and phrases), shared by the plugin and `generate`.
 //! - [`infer`]: allocation-free encoder and greedy decoder on plain f32 weights, candle-free.
 
 #[cfg(feature = "builtin-models")]
 pub mod builtin;
 pub mod checkpoint;
+pub mod compose;
 pub mod data;
 pub mod image_model;
 #[cfg(feature = "train")]

@@ -5,6 +5,7 @@
 use crate::checkpoint::{
     AttributeDim, Calibration, Checkpoint, CheckpointMeta, DatasetInfo, TrainState,
 };
+use crate::compose::prior::CodePrior;
 use crate::data::{Dataset, Split};
 use crate::model::{
     eval_step, teacher_forcing_coin, train_step, Adam, AdamConfig, Batch, LossConfig, LossValues,
@@ -340,21 +341,24 @@ pub fn latents(
 pub const CALIBRATION_POINTS: usize = 21;
 
 /// Calibration of each regularized attribute: quantiles of the latent means on its dimension
-/// against the same quantiles of the attribute, so a musical target maps to a latent value.
+/// against the same quantiles of the attribute, so a musical target maps to a latent value;
+/// and the Gaussian of the sampled codes of the same measures (the model's own prior, from
+/// which generation draws the free dimensions; see `compose::prior`).
 pub fn calibrate(
     model: &MeasureVae,
     ds: &Dataset,
     idx: &[usize],
     attributes: &[Attribute],
     batch_size: usize,
-) -> Result<Vec<Calibration>, TrainError> {
-    if idx.is_empty() || attributes.is_empty() {
-        return Ok(Vec::new());
+) -> Result<(Vec<Calibration>, Option<CodePrior>), TrainError> {
+    if idx.is_empty() {
+        return Ok((Vec::new(), None));
     }
     let ms: Vec<Measure> = idx.iter().map(|&i| ds.measures[i]).collect();
-    let (means, _) = latents(model, &ms, batch_size, 0)?;
+    let (means, samples) = latents(model, &ms, batch_size, 0)?;
     let d = model.config().latent;
-    Ok(attributes
+    let prior = CodePrior::from_codes(&samples, d);
+    let calibration = attributes
         .iter()
         .map(|a| {
             let l = a.index();
@@ -375,31 +379,8 @@ pub fn calibrate(
                 points,
             }
         })
-        .collect())
-}
-
-/// The latent value that calibration says produces `target` (attribute units), by linear
-/// interpolation between quantile points; targets outside the seen range clamp to its ends.
-/// Where several points share the target value (attributes are heavily tied), the middle of
-/// their latent range is used.
-pub fn latent_for(cal: &Calibration, target: f32) -> f32 {
-    let p = &cal.points;
-    if p.is_empty() {
-        return 0.0;
-    }
-    let (lo, hi) = (p[0].1, p[p.len() - 1].1);
-    let target = target.clamp(lo, hi);
-    let equal: Vec<f32> = p.iter().filter(|x| x.1 == target).map(|x| x.0).collect();
-    if !equal.is_empty() {
-        return (equal[0] + equal[equal.len() - 1]) / 2.0;
-    }
-    for w in p.windows(2) {
-        let ((z0, a0), (z1, a1)) = (w[0], w[1]);
-        if a0 < target && target < a1 {
-            return z0 + (z1 - z0) * (target - a0) / (a1 - a0);
-        }
-    }
-    p[p.len() - 1].0
+        .collect();
+    Ok((calibration, prior))
 }
 
 fn io_err(path: &Path, e: impl std::fmt::Display) -> TrainError {
@@ -654,13 +635,14 @@ pub fn train(
         history.push(summary.clone());
 
         let mut m = meta.clone();
-        m.calibration = calibrate(
+        (m.calibration, m.prior) = calibrate(
             &model,
             ds,
             &calib_idx,
             &cfg.attributes_for_calibration(),
             512,
         )?;
+        m.pitch_range = ds.pitch_range();
         m.training = serde_json::to_value(TrainingMeta {
             config: cfg.clone(),
             history: history.clone(),
@@ -764,27 +746,6 @@ pub fn attribute_order(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn latent_for_interpolates_and_clamps() {
-        let cal = Calibration {
-            attribute: "note_density".into(),
-            latent_dim: 2,
-            points: vec![
-                (-2.0, 0.0),
-                (-1.0, 0.0),
-                (0.0, 0.25),
-                (1.0, 0.5),
-                (2.0, 0.5),
-            ],
-        };
-        assert_eq!(latent_for(&cal, 0.125), -0.5);
-        assert_eq!(latent_for(&cal, 0.25), 0.0);
-        assert_eq!(latent_for(&cal, 0.5), 1.5);
-        assert_eq!(latent_for(&cal, 9.0), 1.5);
-        assert_eq!(latent_for(&cal, 0.0), -1.5);
-        assert_eq!(latent_for(&cal, -1.0), -1.5);
-    }
 
     #[test]
     fn batches_drop_last_but_never_everything() {

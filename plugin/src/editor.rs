@@ -15,10 +15,10 @@ use nice_plug_egui::{
     create_egui_editor, EguiEditor, EguiNiceSettings, Frame, NiceEguiApp, RepaintNotifier,
 };
 
-use crate::knobs::KNOBS;
 use crate::model::{LoadedModel, BUILTIN_PREFIX};
 use crate::params::ArvaeParams;
 use crate::shared::UiShared;
+use arvae_core::compose::knobs::KNOBS;
 
 /// The editor's state.
 pub struct ArvaeEditor {
@@ -278,13 +278,13 @@ impl NiceEguiApp for ArvaeEditor {
                     knob(ui, param, &setter, 150.0);
                     let measured =
                         KNOBS[i].from_attribute(shared.measured[i].load(Ordering::Relaxed));
-                    ui.label(format!("target {}", KNOBS[i].format(param.value())));
-                    ui.label(format!("playing {}", KNOBS[i].format(measured)));
+                    ui.label(format!("target {}", KNOBS[i].describe(param.value())));
+                    ui.label(format!("playing {}", KNOBS[i].describe(measured)));
                     if let Some((lo, hi)) = info.calibrated[i] {
                         ui.small(format!(
-                            "model covers {} .. {}",
+                            "model reaches {} .. {}",
                             KNOBS[i].format(lo),
-                            KNOBS[i].format(hi)
+                            KNOBS[i].describe(hi)
                         ));
                     }
                 });
@@ -310,6 +310,21 @@ impl NiceEguiApp for ArvaeEditor {
 
         ui.separator();
         egui::Grid::new("settings").num_columns(4).show(ui, |ui| {
+            ui.label("Key");
+            ui.add(ParamSlider::for_param(&params.root, &setter));
+            ui.label("Scale");
+            ui.add(ParamSlider::for_param(&params.scale, &setter));
+            ui.end_row();
+            ui.label("Motion");
+            ui.add(ParamSlider::for_param(&params.motion, &setter));
+            ui.label("Phrase");
+            ui.add(ParamSlider::for_param(&params.phrase, &setter));
+            ui.end_row();
+            ui.label("Phrase variation");
+            ui.add(ParamSlider::for_param(&params.phrase_variation, &setter));
+            ui.label("Scale lock");
+            ui.add(ParamSlider::for_param(&params.snap, &setter));
+            ui.end_row();
             ui.label("Variation");
             ui.add(ParamSlider::for_param(&params.variation, &setter));
             ui.label("Regenerate");
@@ -324,11 +339,6 @@ impl NiceEguiApp for ArvaeEditor {
             ui.add(ParamSlider::for_param(&params.transpose, &setter));
             ui.label("MIDI channel");
             ui.add(ParamSlider::for_param(&params.channel, &setter));
-            ui.end_row();
-            ui.label("Scale lock");
-            ui.add(ParamSlider::for_param(&params.scale, &setter));
-            ui.label("Root");
-            ui.add(ParamSlider::for_param(&params.root, &setter));
             ui.end_row();
             ui.label("Velocity");
             ui.add(ParamSlider::for_param(&params.velocity, &setter));

@@ -13,7 +13,6 @@
 
 pub mod capture;
 pub mod editor;
-pub mod knobs;
 pub mod model;
 pub mod params;
 pub mod pitch;
@@ -32,11 +31,10 @@ use nice_plug::prelude::*;
 
 use crate::model::LoadedModel;
 use crate::params::{ArvaeParams, Regen};
-use crate::pitch::PitchMap;
-use crate::playback::{KnobState, Playback};
-use crate::sequencer::{BlockTransport, NoteCmd, Sequencer};
+use crate::playback::{Playback, LOOKAHEAD};
+use crate::sequencer::{BlockTransport, NoteCmd, Sequencer, BEATS_PER_BAR};
 use crate::shared::UiShared;
-use crate::worker::{DecodeRequest, ToWorker, WorkerHandle};
+use crate::worker::{DecodeRequest, Recipe, ToWorker, WorkerHandle};
 
 /// What exists only while the plugin is active.
 struct Runtime {
@@ -50,10 +48,12 @@ struct Runtime {
 pub struct ArvaePlugin {
     params: Arc<ArvaeParams>,
     shared: Arc<UiShared>,
+    /// Declared before the worker: dropping the plugin without a deactivate drops the
+    /// playback (and its request sender) first, so the worker's loop ends and can be joined.
+    rt: Option<Runtime>,
     worker: Option<WorkerHandle>,
     /// Model file in use (empty: the embedded default).
     loaded_path: String,
-    rt: Option<Runtime>,
 }
 
 impl Default for ArvaePlugin {
@@ -61,31 +61,21 @@ impl Default for ArvaePlugin {
         ArvaePlugin {
             params: Arc::new(ArvaeParams::default()),
             shared: Arc::new(UiShared::default()),
+            rt: None,
             worker: None,
             loaded_path: String::new(),
-            rt: None,
         }
     }
 }
 
 impl ArvaePlugin {
-    fn knob_state(&self) -> KnobState {
+    fn recipe(&self) -> Recipe {
         let p = &self.params;
-        KnobState {
-            targets: p.targets(),
-            seed: p.variation.value().max(0) as u32,
+        Recipe {
+            settings: p.settings(),
             regen: p.regen.value(),
             transform: p.transform.value(),
-            match_targets: p.match_targets.value(),
-        }
-    }
-
-    fn pitch_map(&self) -> PitchMap {
-        let p = &self.params;
-        PitchMap {
-            transpose: p.transpose.value(),
-            scale: p.scale.value(),
-            root: p.root.value().to_index() as u8,
+            capture: 0,
         }
     }
 
@@ -201,37 +191,36 @@ impl Plugin for ArvaePlugin {
         };
         let _ = w.to_worker.send_timeout(capture, Duration::from_secs(1));
         while w.from_worker.try_recv().is_ok() {}
-        let knobs = self.knob_state();
-        let held = self.params.held_bar.load();
-        let current = match held.filter(|_| knobs.regen == Regen::Hold) {
-            Some(m) => m,
-            None => {
-                let r = DecodeRequest {
-                    bar: 0,
-                    gen: u32::MAX,
-                    targets: knobs.targets,
-                    seed: knobs.seed,
-                    regen: knobs.regen,
-                    transform: knobs.transform,
-                    match_targets: knobs.match_targets,
-                };
-                let _ = w
-                    .to_worker
-                    .send_timeout(ToWorker::Decode(r), Duration::from_secs(1));
-                w.from_worker
-                    .recv_timeout(Duration::from_secs(10))
-                    .map(|d| d.measure)
-                    .unwrap_or_else(|_| Measure::rest())
-            }
-        };
+        let recipe = self.recipe();
+        let regen = recipe.regen;
+        let held = self.params.held_bar.load().filter(|_| regen == Regen::Hold);
         let mut playback = Playback::new(
             w.to_worker.clone(),
             w.from_worker.clone(),
             self.shared.clone(),
             self.params.held_bar.0.clone(),
-            current,
-            knobs,
+            held.unwrap_or_else(Measure::rest),
+            recipe,
+            regen,
         );
+        // Decode the first bars now (not on the audio thread), so Play at the song start
+        // sounds at once; any other position is asked for while the transport stands.
+        if held.is_none() {
+            let gen = playback.generation();
+            for bar in 0..=LOOKAHEAD {
+                let r = DecodeRequest { bar, gen, recipe };
+                if w.to_worker
+                    .send_timeout(ToWorker::Decode(r), Duration::from_secs(1))
+                    .is_err()
+                {
+                    break;
+                }
+                match w.from_worker.recv_timeout(Duration::from_secs(10)) {
+                    Ok(d) => playback.preload(d),
+                    Err(_) => break,
+                }
+            }
+        }
         playback.set_offline(buffer_config.process_mode == ProcessMode::Offline);
         self.rt = Some(Runtime {
             seq: Sequencer::new(),
@@ -254,8 +243,9 @@ impl Plugin for ArvaePlugin {
         for ch in buffer.as_slice() {
             ch.fill(0.0);
         }
-        let knobs = self.knob_state();
-        let pitch = self.pitch_map();
+        let recipe = self.recipe();
+        let pitch = self.params.pitch_map();
+        let transform = recipe.transform;
         let gate = self.params.gate.value() / 100.0;
         let velocity = self.params.velocity.value().clamp(1, 127) as f32 / 127.0;
         let channel = (self.params.channel.value().clamp(1, 16) - 1) as u8;
@@ -276,14 +266,18 @@ impl Plugin for ArvaePlugin {
         };
         let tempo = block.tempo.filter(|t| *t > 0.0).unwrap_or(120.0);
         self.shared.tempo.store(tempo as f32, Ordering::Relaxed);
-        rt.playback.set_knobs(knobs, pitch);
+        rt.playback.set_recipe(recipe, recipe.regen, pitch);
+        let bar_of = |beats: f64| (beats / BEATS_PER_BAR).floor() as i64;
+        let stopped_at = block.pos_beats.filter(|_| !block.playing).map(bar_of);
+        let loop_start = t.loop_range_beats().map(|(start, _)| bar_of(start));
+        rt.playback.set_position(stopped_at, loop_start);
         rt.seq.set_gate(gate);
         rt.playback.poll();
 
         // Transform mode: collect the notes played into the plugin.
         let bps = tempo / 60.0 / block.sample_rate.max(1.0) as f64;
         while let Some(event) = context.next_event() {
-            let (Some(p0), true, true) = (block.pos_beats, block.playing, knobs.transform) else {
+            let (Some(p0), true, true) = (block.pos_beats, block.playing, transform) else {
                 continue;
             };
             match event {

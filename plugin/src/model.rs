@@ -5,12 +5,8 @@ use std::path::Path;
 
 use arvae_core::builtin::{builtin, names, BUILTINS};
 use arvae_core::checkpoint::Checkpoint;
-use arvae_core::infer::steer::{match_unit, SteerTarget};
-use arvae_core::infer::InferModel;
-use arvae_core::music::Attribute;
+use arvae_core::compose::Composer;
 use serde_json::Value;
-
-use crate::knobs::LatentMap;
 
 /// How a saved session names a built-in model (`builtin:bach`); an empty name is the default
 /// (the first of [`BUILTINS`]), anything else a checkpoint file.
@@ -27,19 +23,14 @@ pub struct ModelInfo {
     pub training: String,
     /// Evaluation summary (metrics), if the checkpoint was evaluated.
     pub metrics: String,
-    /// Calibrated range of each attribute in knob units (lowest, highest); `None` without
-    /// calibration.
+    /// What each knob reaches through the decoder, in knob units (lowest, highest).
     pub calibrated: [Option<(f32, f32)>; 4],
 }
 
-/// A ready-to-run model: decoder, calibration maps and info.
+/// A ready-to-run model: the composer (decoder, prior, pitch range, knob maps) and info.
 pub struct LoadedModel {
-    /// The allocation-free encoder/decoder.
-    pub infer: InferModel,
-    /// Attribute target -> latent value, per attribute in [`Attribute::ALL`] order.
-    pub maps: [LatentMap; 4],
-    /// Regularized latent dimension of each attribute.
-    pub dims: [usize; 4],
+    /// Turns settings and a bar index into a bar (shared with `arvae-trainer generate`).
+    pub composer: Composer,
     /// Summary for the editor.
     pub info: ModelInfo,
 }
@@ -55,10 +46,8 @@ fn number(v: &Value, path: &[&str]) -> Option<f64> {
 impl LoadedModel {
     /// Builds the model from a parsed checkpoint; `name` is shown in the editor.
     pub fn from_checkpoint(ck: &Checkpoint, name: &str) -> Result<Self, String> {
-        let infer = InferModel::from_checkpoint(ck).map_err(|e| format!("{name}: {e}"))?;
+        let composer = Composer::from_checkpoint(ck).map_err(|e| format!("{name}: {e}"))?;
         let meta = &ck.meta;
-        let mut dims = [0usize; 4];
-        let mut maps = Attribute::ALL.map(LatentMap::fallback);
         let mut info = ModelInfo {
             name: name.to_string(),
             // The id may be a path on the machine that built the dataset: show its file name.
@@ -73,27 +62,8 @@ impl LoadedModel {
             ),
             ..ModelInfo::default()
         };
-        for (i, a) in Attribute::ALL.iter().enumerate() {
-            let dim = meta
-                .attributes
-                .iter()
-                .find(|d| d.name == a.name())
-                .map(|d| d.latent_dim)
-                .ok_or_else(|| format!("{name}: attribute {} is not regularized", a.name()))?;
-            if dim >= infer.latent() {
-                return Err(format!("{name}: latent dimension {dim} out of range"));
-            }
-            dims[i] = dim;
-            let cal = meta
-                .calibration
-                .iter()
-                .find(|c| c.attribute == a.name() && c.latent_dim == dim);
-            if let Some(map) = cal.and_then(LatentMap::from_calibration) {
-                let k = crate::knobs::KNOBS[i];
-                let (lo, hi) = map.attribute_range();
-                info.calibrated[i] = Some((k.from_attribute(lo), k.from_attribute(hi)));
-                maps[i] = map;
-            }
+        for i in 0..4 {
+            info.calibrated[i] = Some(composer.reach(i));
         }
         let cfg = &meta.training["config"];
         let epochs = number(cfg, &["epochs"]);
@@ -103,7 +73,7 @@ impl LoadedModel {
                 .and_then(Value::as_str)
                 .unwrap_or("measure-vae"),
             meta.model_kind,
-            infer.latent(),
+            composer.latent(),
             epochs.map(|e| format!(", {e} epochs")).unwrap_or_default()
         );
         if let Some(ev) = &meta.evaluation {
@@ -124,31 +94,7 @@ impl LoadedModel {
         } else {
             info.metrics = "not evaluated".into();
         }
-        Ok(LoadedModel {
-            infer,
-            maps,
-            dims,
-            info,
-        })
-    }
-
-    /// Steering targets for knob targets in attribute units: one unit of error per attribute
-    /// from [`match_unit`] and its calibrated range, the largest search step the attribute's
-    /// calibrated latent span.
-    pub fn steer_targets(&self, targets: &[f32; 4]) -> [SteerTarget; 4] {
-        std::array::from_fn(|i| {
-            let map = &self.maps[i];
-            let (lo, hi) = map.attribute_range();
-            let k = map.knots();
-            let (z0, z1) = (k[0].1, k[k.len() - 1].1);
-            SteerTarget {
-                attribute: Attribute::ALL[i],
-                dim: self.dims[i],
-                target: targets[i],
-                scale: match_unit(Attribute::ALL[i], hi - lo),
-                step: (z1 - z0).abs().max(0.5),
-            }
-        })
+        Ok(LoadedModel { composer, info })
     }
 
     /// The default model (the first built-in one, Bach).
@@ -196,7 +142,8 @@ mod tests {
     #[test]
     fn embedded_model_loads_with_calibration() {
         let m = LoadedModel::embedded().unwrap();
-        assert_eq!(m.dims, [0, 1, 2, 3]);
+        assert!(m.composer.has_prior());
+        assert_eq!(m.composer.pitch_range(), (55, 84));
         assert!(
             m.info.calibrated.iter().all(Option::is_some),
             "{:?}",

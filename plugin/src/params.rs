@@ -5,18 +5,21 @@ use std::sync::{Arc, Mutex};
 use nice_plug::prelude::*;
 use nice_plug_egui::EguiEditorState;
 
-use crate::knobs::KNOBS;
-use crate::pitch::{Root, ScaleLock};
+use arvae_core::compose::key::{Key, PitchMap};
+use arvae_core::compose::knobs::KNOBS;
+use arvae_core::compose::Settings;
+
+use crate::pitch::{KeyScale, PhraseLength, Root};
 use crate::shared::PersistedBar;
 
 /// When a new melody is drawn.
 #[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Regen {
-    /// A new melody every bar (the variation seed and the bar index pick it).
-    #[name = "Every bar"]
+    /// Phrases: the melody moves bar by bar (Motion) and comes back (Phrase).
+    #[name = "Phrase"]
     EveryBar,
-    /// The same melody every bar; it changes only when a knob moves.
-    #[name = "On knob change"]
+    /// The same bar every bar; it changes only when a knob moves.
+    #[name = "Repeat bar"]
     OnChange,
     /// Keep the bar that is playing, whatever the knobs do.
     #[name = "Hold"]
@@ -84,15 +87,27 @@ pub struct ArvaeParams {
     /// attributes are nearest the knobs (off: the paper's plain manipulation).
     #[id = "match"]
     pub match_targets: BoolParam,
+    /// How far the melody moves from one bar to the next, percent.
+    #[id = "motion"]
+    pub motion: FloatParam,
+    /// Bars after which the phrase comes back.
+    #[id = "phrase"]
+    pub phrase: EnumParam<PhraseLength>,
+    /// How different a returning phrase is, percent.
+    #[id = "phrase-var"]
+    pub phrase_variation: FloatParam,
     /// Semitones added to the output.
     #[id = "transpose"]
     pub transpose: IntParam,
-    /// Scale the output is locked to.
+    /// The key's scale every bar is moved into (Any: none).
     #[id = "scale"]
-    pub scale: EnumParam<ScaleLock>,
-    /// Root of the scale lock.
+    pub scale: EnumParam<KeyScale>,
+    /// Root of the key.
     #[id = "root"]
     pub root: EnumParam<Root>,
+    /// Snap notes still outside the key to the nearest scale tone.
+    #[id = "snap"]
+    pub snap: BoolParam,
     /// Note-on velocity.
     #[id = "velocity"]
     pub velocity: IntParam,
@@ -124,15 +139,25 @@ fn attribute_param(i: usize, name: &str) -> FloatParam {
             max: k.max,
         },
     )
+    .with_unit(k.unit())
     .with_value_to_string(k.value_to_string())
     .with_string_to_value(k.string_to_value())
+}
+
+fn percent_param(name: &str, default: f32, min: f32) -> FloatParam {
+    FloatParam::new(name, default, FloatRange::Linear { min, max: 100.0 })
+        .with_unit(" %")
+        .with_value_to_string(Arc::new(|v| format!("{v:.0}")))
+        .with_string_to_value(Arc::new(|s| {
+            s.trim().trim_end_matches('%').trim().parse().ok()
+        }))
 }
 
 impl Default for ArvaeParams {
     fn default() -> Self {
         ArvaeParams {
             editor_state: EguiEditorState::from_size(
-                nice_plug::editor::dpi::LogicalSize::new(860.0, 700.0),
+                nice_plug::editor::dpi::LogicalSize::new(860.0, 760.0),
                 1.0,
             ),
             rhythm: attribute_param(0, "Rhythmic complexity"),
@@ -143,22 +168,20 @@ impl Default for ArvaeParams {
             regen: EnumParam::new("Regenerate", Regen::EveryBar),
             transform: on_off("Transform", false),
             match_targets: on_off("Match targets", true),
-            transpose: int_param("Transpose", 0, -24, 24, |v| format!("{v:+} st")),
-            scale: EnumParam::new("Scale lock", ScaleLock::Off),
-            root: EnumParam::new("Root", Root::C),
+            motion: percent_param("Motion", 100.0 * Settings::default().motion, 0.0),
+            phrase: EnumParam::new("Phrase", PhraseLength::Four),
+            phrase_variation: percent_param(
+                "Phrase variation",
+                100.0 * Settings::default().variation,
+                0.0,
+            ),
+            transpose: int_param("Transpose", 0, -24, 24, |v| format!("{v:+}"))
+                .with_unit(" semitones"),
+            scale: EnumParam::new("Scale", KeyScale::Major),
+            root: EnumParam::new("Key", Root::C),
+            snap: on_off("Scale lock", false),
             velocity: int_param("Velocity", 100, 1, 127, |v| format!("{v}")),
-            gate: FloatParam::new(
-                "Gate",
-                90.0,
-                FloatRange::Linear {
-                    min: 5.0,
-                    max: 100.0,
-                },
-            )
-            .with_value_to_string(Arc::new(|v| format!("{v:.0} %")))
-            .with_string_to_value(Arc::new(|s| {
-                s.trim().trim_end_matches('%').trim().parse().ok()
-            })),
+            gate: percent_param("Gate", 90.0, 5.0),
             channel: int_param("MIDI channel", 1, 1, 16, |v| format!("{v}")),
             model_path: Mutex::new(String::new()),
             held_bar: PersistedBar::default(),
@@ -173,9 +196,34 @@ impl ArvaeParams {
         [&self.rhythm, &self.range, &self.density, &self.contour]
     }
 
-    /// Knob targets in attribute units.
-    pub fn targets(&self) -> [f32; 4] {
+    /// The composer settings of the parameters' current values.
+    pub fn settings(&self) -> Settings {
         let k = self.attribute_knobs();
-        std::array::from_fn(|i| KNOBS[i].to_attribute(k[i].value()))
+        Settings {
+            knobs: std::array::from_fn(|i| k[i].value()),
+            seed: self.variation.value().max(0) as u32,
+            motion: self.motion.value() / 100.0,
+            phrase: self.phrase.value().bars(),
+            variation: self.phrase_variation.value() / 100.0,
+            key: self.key(),
+            match_targets: self.match_targets.value(),
+        }
+    }
+
+    /// The key.
+    pub fn key(&self) -> Key {
+        Key {
+            root: self.root.value().pitch_class(),
+            scale: self.scale.value().to_scale(),
+        }
+    }
+
+    /// Transpose and scale lock, applied on the way out.
+    pub fn pitch_map(&self) -> PitchMap {
+        PitchMap {
+            transpose: self.transpose.value(),
+            key: self.key(),
+            snap: self.snap.value(),
+        }
     }
 }

@@ -1,42 +1,48 @@
 //! The audio thread's side of the decode worker: which measure each bar plays.
 //!
-//! At every bar line the next bar is taken from what the worker decoded ahead of time (it was
-//! requested a whole bar earlier); in real time, a bar that is not ready repeats the bar before
-//! it instead of waiting. In offline rendering (a bounce) the audio thread waits for the worker
-//! so that a render is exactly reproducible. Nothing here allocates or locks.
+//! Bars are a pure function of (model, recipe, bar index), so they are asked for ahead and kept
+//! by bar index: the bar playing and the next [`LOOKAHEAD`] bars, the bar at the stopped
+//! transport's position, and the first bars of the host's loop. A loop, a jump back or a
+//! restart finds the bars that belong there; a knob moved while stopped is decoded before Play.
+//!
+//! In real time a bar that is not decoded when it starts (a jump to a far bar, a render faster
+//! than the worker) plays from the moment it arrives, the note that should be sounding then
+//! started at once; a bar of an older recipe stands in while the new one is decoded. In offline
+//! rendering the audio thread waits for the worker, so a bounce is exactly reproducible.
+//! Nothing here allocates or locks.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arvae_core::compose::key::PitchMap;
 use arvae_core::music::attributes::attributes;
 use arvae_core::music::token::Measure;
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::capture::Capture;
 use crate::params::Regen;
-use crate::pitch::PitchMap;
 use crate::sequencer::BarProvider;
 use crate::shared::{AtomicMeasure, UiShared};
-use crate::worker::{DecodeRequest, Decoded, ToWorker};
+use crate::worker::{DecodeRequest, Decoded, Recipe, ToWorker};
 
-/// Knob settings that decide what the worker decodes.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct KnobState {
-    /// Attribute targets.
-    pub targets: [f32; 4],
-    /// Variation seed.
-    pub seed: u32,
-    /// Regenerate mode.
-    pub regen: Regen,
-    /// Transform mode.
-    pub transform: bool,
-    /// Target matching.
-    pub match_targets: bool,
-}
+/// Bars asked for beyond the one playing.
+pub const LOOKAHEAD: i64 = 4;
+
+/// Bars kept by index.
+const KEPT: usize = 32;
+
+/// Requests remembered as sent (per recipe generation).
+const SENT: usize = 32;
 
 /// Longest an offline render waits for one bar.
 const OFFLINE_WAIT: Duration = Duration::from_secs(20);
+
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    bar: i64,
+    gen: u32,
+    measure: Measure,
+}
 
 /// Chooses and publishes the measure of every bar; see the [module docs](self).
 pub struct Playback {
@@ -44,45 +50,55 @@ pub struct Playback {
     from_worker: Receiver<Decoded>,
     shared: Arc<UiShared>,
     held_state: Arc<AtomicMeasure>,
-    /// Raw (model pitch) measure of the bar playing.
+    /// Bars by index (any generation; the current one is preferred).
+    kept: [Option<Slot>; KEPT],
+    /// Requests sent for the current generation.
+    sent: [i64; SENT],
+    n_sent: usize,
+    /// Raw measure of the bar playing.
     current: Measure,
-    /// Best decoded candidate for the bar after it.
-    next: Option<Decoded>,
-    bar: i64,
+    /// The bar playing (or where the stopped transport stands).
+    anchor: i64,
+    /// First bar of the host's loop, when it loops.
+    loop_start: Option<i64>,
     gen: u32,
-    knobs: KnobState,
+    recipe: Recipe,
+    regen: Regen,
     pitch: PitchMap,
     offline: bool,
-    /// A request that did not fit in the channel yet.
-    pending: Option<ToWorker>,
+    /// A capture (or clear) that did not fit in the channel yet.
     pending_capture: Option<ToWorker>,
     /// Transform-mode input.
     pub capture: Capture,
 }
 
 impl Playback {
-    /// A playback starting on `current`.
+    /// A playback of `recipe` starting on `current` (the held bar in Hold mode).
     pub fn new(
         to_worker: Sender<ToWorker>,
         from_worker: Receiver<Decoded>,
         shared: Arc<UiShared>,
         held_state: Arc<AtomicMeasure>,
         current: Measure,
-        knobs: KnobState,
+        recipe: Recipe,
+        regen: Regen,
     ) -> Self {
         Playback {
             to_worker,
             from_worker,
             shared,
             held_state,
+            kept: [None; KEPT],
+            sent: [0; SENT],
+            n_sent: 0,
             current,
-            next: None,
-            bar: 0,
+            anchor: 0,
+            loop_start: None,
             gen: 0,
-            knobs,
+            recipe,
+            regen,
             pitch: PitchMap::default(),
             offline: false,
-            pending: None,
             pending_capture: None,
             capture: Capture::default(),
         }
@@ -93,96 +109,151 @@ impl Playback {
         self.offline = offline;
     }
 
-    /// Replaces the bar playing (activation, restored Hold bar).
-    pub fn set_current(&mut self, m: Measure) {
-        self.current = m;
-        self.next = None;
+    /// Keeps a bar decoded before playback started (activation).
+    pub fn preload(&mut self, d: Decoded) {
+        self.keep(d);
     }
 
-    /// New knob values from this block; a change re-requests the next bar.
-    pub fn set_knobs(&mut self, knobs: KnobState, pitch: PitchMap) {
+    /// The recipe generation in use.
+    pub fn generation(&self) -> u32 {
+        self.gen
+    }
+
+    /// New knob values from this block; a changed recipe asks for its bars again.
+    pub fn set_recipe(&mut self, recipe: Recipe, regen: Regen, pitch: PitchMap) {
         self.pitch = pitch;
-        if knobs != self.knobs {
-            if knobs.transform != self.knobs.transform && !knobs.transform {
+        self.regen = regen;
+        let recipe = Recipe {
+            capture: self.recipe.capture,
+            ..recipe
+        };
+        if recipe != self.recipe {
+            if self.recipe.transform && !recipe.transform {
                 self.pending_capture = Some(ToWorker::ClearCapture);
                 self.capture.clear();
             }
-            self.knobs = knobs;
-            self.gen = self.gen.wrapping_add(1);
-            self.pending = Some(self.request(self.bar + 1));
+            self.recipe = recipe;
+            self.new_generation();
         }
     }
 
-    fn request(&self, bar: i64) -> ToWorker {
-        ToWorker::Decode(DecodeRequest {
-            bar,
-            gen: self.gen,
-            targets: self.knobs.targets,
-            seed: self.knobs.seed,
-            regen: self.knobs.regen,
-            transform: self.knobs.transform,
-            match_targets: self.knobs.match_targets,
-        })
+    fn new_generation(&mut self) {
+        self.gen = self.gen.wrapping_add(1);
+        self.n_sent = 0;
     }
 
-    /// Sends what is queued (captures first) and takes finished bars; once per block.
-    pub fn poll(&mut self) {
-        if let Some(m) = self.pending_capture {
-            if self.to_worker.try_send(m).is_ok() {
-                self.pending_capture = None;
+    /// Where the transport stands while stopped (its bar is decoded before Play) and the
+    /// first bar of the host's loop, if it loops.
+    pub fn set_position(&mut self, stopped_at: Option<i64>, loop_start: Option<i64>) {
+        if let Some(b) = stopped_at {
+            self.anchor = b;
+        }
+        self.loop_start = loop_start;
+    }
+
+    fn find(&self, bar: i64, current_only: bool) -> Option<Measure> {
+        let mut other = None;
+        for s in self.kept.iter().flatten().filter(|s| s.bar == bar) {
+            if s.gen == self.gen {
+                return Some(s.measure);
+            }
+            other = Some(s.measure);
+        }
+        if current_only {
+            None
+        } else {
+            other
+        }
+    }
+
+    fn keep(&mut self, d: Decoded) {
+        let current = |s: &Slot| s.gen == self.gen;
+        let anchor = self.anchor;
+        let distance = |s: &Slot| (s.bar - anchor).unsigned_abs();
+        let i = self
+            .kept
+            .iter()
+            .position(|s| s.is_some_and(|s| s.bar == d.bar && (!current(&s) || d.gen == self.gen)))
+            .or_else(|| self.kept.iter().position(Option::is_none))
+            .or_else(|| {
+                self.kept
+                    .iter()
+                    .position(|s| s.is_some_and(|s| !current(&s)))
+            })
+            .or_else(|| (0..KEPT).max_by_key(|&i| self.kept[i].map_or(0, |s| distance(&s))));
+        if let Some(i) = i {
+            if d.gen == self.gen || self.kept[i].is_none_or(|s| !current(&s)) {
+                self.kept[i] = Some(Slot {
+                    bar: d.bar,
+                    gen: d.gen,
+                    measure: d.measure,
+                });
             }
         }
-        if self.pending_capture.is_none() {
-            if let Some(m) = self.pending {
-                if self.to_worker.try_send(m).is_ok() {
-                    self.pending = None;
-                }
-            }
-        }
-        while let Ok(d) = self.from_worker.try_recv() {
-            self.offer(d);
-        }
-    }
-
-    /// Keeps `d` if it is for the next bar and at least as new as what is there.
-    fn offer(&mut self, d: Decoded) {
-        if d.bar != self.bar + 1 {
-            return;
-        }
-        let newer = match self.next {
-            None => true,
-            Some(n) => d.gen.wrapping_sub(n.gen) as i32 >= 0,
-        };
-        if newer {
-            self.next = Some(d);
+        if d.bar == self.anchor + 1 && d.gen == self.gen {
             self.shared
                 .next
                 .store(Some(&self.pitch.measure(&d.measure)));
         }
     }
 
-    /// Offline: waits (sleeping, without allocating) until the worker delivers bar `bar` with
-    /// the current knob generation.
+    /// Asks for `bar` unless it is kept or already asked for; false when the channel is full.
+    fn want(&mut self, bar: i64) -> bool {
+        if self.find(bar, true).is_some() || self.sent[..self.n_sent].contains(&bar) {
+            return true;
+        }
+        let r = ToWorker::Decode(DecodeRequest {
+            bar,
+            gen: self.gen,
+            recipe: self.recipe,
+        });
+        if self.to_worker.try_send(r).is_err() {
+            return false;
+        }
+        if self.n_sent == SENT {
+            // Forget the oldest half; they are either kept by now or asked for again.
+            self.sent.copy_within(SENT / 2.., 0);
+            self.n_sent = SENT / 2;
+        }
+        self.sent[self.n_sent] = bar;
+        self.n_sent += 1;
+        true
+    }
+
+    /// Sends the capture and the requests due, and takes finished bars; once per block.
+    pub fn poll(&mut self) {
+        if let Some(m) = self.pending_capture {
+            if self.to_worker.try_send(m).is_err() {
+                return;
+            }
+            self.pending_capture = None;
+        }
+        while let Ok(d) = self.from_worker.try_recv() {
+            self.keep(d);
+        }
+        if self.regen == Regen::Hold {
+            return;
+        }
+        let mut ok = true;
+        for b in self.anchor..=self.anchor + LOOKAHEAD {
+            ok = ok && self.want(b);
+        }
+        if let Some(l) = self.loop_start.filter(|&l| l < self.anchor) {
+            for b in l..l + 2 {
+                ok = ok && self.want(b);
+            }
+        }
+    }
+
+    /// Offline: waits (sleeping, without allocating) until the worker delivers `bar` of the
+    /// current generation.
     fn wait_for(&mut self, bar: i64) -> Option<Measure> {
-        let want = self.gen;
         let start = Instant::now();
         loop {
-            if let Some(m) = self.pending_capture {
-                if self.to_worker.try_send(m).is_ok() {
-                    self.pending_capture = None;
-                }
-            }
-            if self.pending_capture.is_none() {
-                if let Some(m) = self.pending {
-                    if self.to_worker.try_send(m).is_ok() {
-                        self.pending = None;
-                    }
-                }
-            }
-            while let Ok(d) = self.from_worker.try_recv() {
-                if d.bar == bar && d.gen == want {
-                    return Some(d.measure);
-                }
+            self.poll();
+            let _ = self.want(bar);
+            if let Some(m) = self.find(bar, true) {
+                return Some(m);
             }
             if start.elapsed() > OFFLINE_WAIT {
                 return None;
@@ -191,63 +262,57 @@ impl Playback {
         }
     }
 
-    fn choose(&mut self, bar: i64, resync: bool) {
-        if self.knobs.regen == Regen::Hold {
+    /// The measure of `bar`, if there is one to play now.
+    fn choose(&mut self, bar: i64) -> Option<Measure> {
+        if self.regen == Regen::Hold {
             self.held_state.store(Some(&self.current));
-            return;
+            return Some(self.current);
         }
-        let ready = self.next.filter(|d| d.bar == bar);
         if self.offline {
-            if ready.is_some_and(|d| d.gen == self.gen) {
-                self.current = ready.unwrap().measure;
-                return;
-            }
-            // The bar this request asks for is now the one playing; offer() must not drop it.
-            let prev = self.bar;
-            self.bar = bar - 1;
-            let pending_here = matches!(self.pending, Some(ToWorker::Decode(r)) if r.bar == bar);
-            if resync || !pending_here {
-                self.pending = Some(self.request(bar));
-            }
-            if let Some(m) = self.wait_for(bar) {
-                self.current = m;
-            }
-            self.bar = prev;
-            return;
+            return self.wait_for(bar).or(self.find(bar, false));
         }
-        match ready {
-            Some(d) => self.current = d.measure,
-            None => {
-                // Not decoded in time: repeat the bar rather than glitch.
-                self.shared.late_bars.fetch_add(1, Ordering::Relaxed);
-            }
+        let m = self.find(bar, true);
+        if m.is_none() {
+            self.shared
+                .late_bars
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
+        m.or(self.find(bar, false))
+    }
+
+    fn publish(&mut self, bar: i64, m: Measure) -> Measure {
+        self.current = m;
+        let out = self.pitch.measure(&m);
+        self.shared.push_played(bar, &out, attributes(&out));
+        out
     }
 }
 
 impl BarProvider for Playback {
-    fn bar_started(&mut self, bar: i64, resync: bool) -> Measure {
+    fn bar_started(&mut self, bar: i64, resync: bool) -> Option<Measure> {
         if resync {
             self.capture.resync(bar);
         } else {
             self.capture.bar_started(bar);
         }
-        self.choose(bar, resync);
-        self.bar = bar;
-        self.next = None;
+        self.anchor = bar;
         self.shared.next.store(None);
-        // The finished input bar goes first, so the next bar is decoded from it.
-        if self.knobs.transform {
+        // The finished input bar goes first, so the next bars are decoded from it.
+        if self.recipe.transform {
             if let Some(m) = self.capture.take_finished() {
                 self.pending_capture = Some(ToWorker::Capture(m));
+                self.recipe.capture = self.recipe.capture.wrapping_add(1);
+                self.new_generation();
             }
         }
-        if self.knobs.regen != Regen::Hold {
-            self.pending = Some(self.request(bar + 1));
-        }
         self.poll();
-        let out = self.pitch.measure(&self.current);
-        self.shared.push_played(bar, &out, attributes(&out));
-        out
+        let m = self.choose(bar)?;
+        Some(self.publish(bar, m))
+    }
+
+    fn bar_ready(&mut self, bar: i64) -> Option<Measure> {
+        self.poll();
+        let m = self.find(bar, false)?;
+        Some(self.publish(bar, m))
     }
 }

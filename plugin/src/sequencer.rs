@@ -52,9 +52,15 @@ pub enum NoteCmd {
 
 /// Where the sequencer gets each bar's measure from (the plugin's bar source).
 pub trait BarProvider {
-    /// Bar `bar` starts (or playback re-syncs into it when `resync`): the measure to play.
-    /// The pitches are final (after transpose and scale lock).
-    fn bar_started(&mut self, bar: i64, resync: bool) -> Measure;
+    /// Bar `bar` starts (or playback re-syncs into it when `resync`): the measure to play, or
+    /// `None` when it is not ready yet (the sequencer then asks [`bar_ready`](Self::bar_ready)
+    /// every block). The pitches are final (after transpose and scale lock).
+    fn bar_started(&mut self, bar: i64, resync: bool) -> Option<Measure>;
+
+    /// The measure of `bar` if it has become ready since `bar_started` had none.
+    fn bar_ready(&mut self, _bar: i64) -> Option<Measure> {
+        None
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -84,6 +90,8 @@ pub struct Sequencer {
     n_events: usize,
     cursor: usize,
     sounding: Option<u8>,
+    /// The bar playing had no measure yet: ask for it every block.
+    waiting: bool,
     /// Slack in beats for "the position continues the previous block".
     jump_tolerance_beats: f64,
 }
@@ -105,6 +113,7 @@ impl Sequencer {
             n_events: 0,
             cursor: 0,
             sounding: None,
+            waiting: false,
             jump_tolerance_beats: 1e-3,
         }
     }
@@ -134,6 +143,31 @@ impl Sequencer {
     fn note_off(&mut self, at: u32, out: &mut impl FnMut(NoteCmd)) {
         if let Some(pitch) = self.sounding.take() {
             out(NoteCmd::Off { at, pitch });
+        }
+    }
+
+    /// Lays out the bar's measure, or silence while it is not ready (see [`BarProvider`]).
+    fn start_bar(&mut self, m: Option<Measure>) {
+        self.waiting = m.is_none();
+        self.load(&m.unwrap_or_else(Measure::rest));
+    }
+
+    /// Moves the cursor past what lies before `in_bar` beats into the bar (an event exactly
+    /// there still plays). With `chase`, a note that should be sounding at `in_bar` starts at
+    /// once (a late bar); without, it is left out (a jump into the middle of a note).
+    fn seek(&mut self, in_bar: f64, bps: f64, chase: bool) {
+        while self.cursor < self.n_events
+            && self.events[self.cursor].offset < in_bar - SAMPLE_EPS * bps
+        {
+            self.cursor += 1;
+        }
+        if self.cursor < self.n_events && self.events[self.cursor].on.is_none() {
+            if chase && self.cursor > 0 {
+                self.cursor -= 1;
+            } else {
+                // A NoteOff whose NoteOn was skipped has nothing to end.
+                self.cursor += 1;
+            }
         }
     }
 
@@ -203,17 +237,12 @@ impl Sequencer {
             self.note_off(0, out);
             self.bar = (p0 / BEATS_PER_BAR).floor() as i64;
             let m = bars.bar_started(self.bar, true);
-            self.load(&m);
-            let in_bar = p0 - self.bar as f64 * BEATS_PER_BAR;
-            // Skip what lies before p0 (an event exactly at p0 still plays).
-            while self.cursor < self.n_events
-                && self.events[self.cursor].offset < in_bar - SAMPLE_EPS * bps
-            {
-                self.cursor += 1;
-            }
-            // A NoteOff whose NoteOn was skipped has nothing to end.
-            if self.cursor < self.n_events && self.events[self.cursor].on.is_none() {
-                self.cursor += 1;
+            self.start_bar(m);
+            self.seek(p0 - self.bar as f64 * BEATS_PER_BAR, bps, false);
+        } else if self.waiting {
+            if let Some(m) = bars.bar_ready(self.bar) {
+                self.start_bar(Some(m));
+                self.seek(p0 - self.bar as f64 * BEATS_PER_BAR, bps, true);
             }
         }
         let n = block.samples;
@@ -249,7 +278,7 @@ impl Sequencer {
                     self.note_off(s, out);
                     self.bar += 1;
                     let m = bars.bar_started(self.bar, false);
-                    self.load(&m);
+                    self.start_bar(m);
                 }
             }
         }
@@ -264,10 +293,45 @@ mod tests {
 
     struct Fixed(Measure, Vec<(i64, bool)>);
     impl BarProvider for Fixed {
-        fn bar_started(&mut self, bar: i64, resync: bool) -> Measure {
+        fn bar_started(&mut self, bar: i64, resync: bool) -> Option<Measure> {
             self.1.push((bar, resync));
-            self.0
+            Some(self.0)
         }
+    }
+
+    /// Bar 0 arrives only after `late` blocks.
+    struct Late(Measure, u32);
+    impl BarProvider for Late {
+        fn bar_started(&mut self, _bar: i64, _resync: bool) -> Option<Measure> {
+            None
+        }
+        fn bar_ready(&mut self, _bar: i64) -> Option<Measure> {
+            self.1 = self.1.saturating_sub(1);
+            (self.1 == 0).then_some(self.0)
+        }
+    }
+
+    #[test]
+    fn a_late_bar_plays_from_its_arrival_with_the_sounding_note() {
+        let mut seq = Sequencer::new();
+        let mut src = Late(melody(), 2);
+        let mut out = Vec::new();
+        let mk = |pos: f64| BlockTransport {
+            playing: true,
+            pos_beats: Some(pos),
+            tempo: Some(120.0),
+            sample_rate: 48_000.0,
+            samples: 4800, // 0.2 beats
+        };
+        let mut pos = 0.0;
+        for _ in 0..4 {
+            seq.process_block(mk(pos), &mut src, &mut |c| out.push((pos, c)));
+            pos += 0.2;
+        }
+        // Nothing in the first two blocks; at the third (0.4 beats in) the bar arrives and
+        // C4 (0..1/3 beat) is over, D4 (1/3..1 beat) should be sounding: it starts at once.
+        assert_eq!(out.first(), Some(&(0.4, NoteCmd::On { at: 0, pitch: 62 })));
+        assert!(out.iter().all(|(p, _)| *p >= 0.4));
     }
 
     fn melody() -> Measure {

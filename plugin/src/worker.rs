@@ -1,40 +1,45 @@
-//! The decode worker: owns the model, turns knob targets into latent codes and decodes bars.
+//! The decode worker: owns the model and turns requests for bars into bars.
 //!
 //! The audio thread sends fixed-size [`ToWorker`] messages with `try_send` and takes finished
 //! [`Decoded`] bars with `try_recv`; both channels are bounded. The editor swaps models in over
-//! a separate channel. A bar is a pure function of (model, knob targets, seed, regenerate mode,
-//! bar index, captured source bar), so a restored session decodes the same bars.
+//! a separate channel. A bar is a pure function of (model, [`Recipe`], bar index): the worker
+//! decodes whole phrases through the composer (`arvae_core::compose`) and keeps them, so a bar
+//! asked for again (a loop, a jump back) is answered at once and is the same bar.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use arvae_core::infer::steer::steer;
+use arvae_core::compose::{Settings, MAX_PHRASE};
 use arvae_core::music::token::Measure;
 use crossbeam_channel::{bounded, select, Receiver, Sender};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 
 use crate::model::LoadedModel;
 use crate::params::Regen;
 use crate::shared::{AtomicMeasure, UiShared};
 
-/// What a bar should be decoded from: knob targets in attribute units and the seed.
+/// Everything besides the model and the bar index that decides a bar.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Recipe {
+    /// Knobs, seed, motion, phrase, key, matching.
+    pub settings: Settings,
+    /// `Regen::OnChange` plays bar 0 of the phrase every bar (Hold never asks the worker).
+    pub regen: Regen,
+    /// Transform the captured bar instead of composing from the prior.
+    pub transform: bool,
+    /// Counts captured bars, so a new capture is a new recipe.
+    pub capture: u32,
+}
+
+/// A bar to decode.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct DecodeRequest {
     /// Bar index (host bars from the song start).
     pub bar: i64,
-    /// Knob generation the request was made with (newer replaces older).
+    /// Recipe generation the request was made with (the audio thread's counter).
     pub gen: u32,
-    /// Attribute targets (attribute units, [`Attribute::ALL`](arvae_core::music::Attribute) order).
-    pub targets: [f32; 4],
-    /// Variation seed of the non-regularized dimensions.
-    pub seed: u32,
-    /// When a new melody is drawn.
-    pub regen: Regen,
-    /// Transform the captured bar instead of sampling the prior.
-    pub transform: bool,
-    /// Search the regularized dimensions for the bar nearest the targets ([`steer`]).
-    pub match_targets: bool,
+    /// What the bar is made from.
+    pub recipe: Recipe,
 }
 
 /// Messages from the audio thread.
@@ -48,12 +53,12 @@ pub enum ToWorker {
     ClearCapture,
 }
 
-/// A decoded bar (raw model pitches).
+/// A decoded bar (in the key, before transpose and scale lock).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Decoded {
     /// Bar index.
     pub bar: i64,
-    /// Knob generation.
+    /// Recipe generation.
     pub gen: u32,
     /// The measure.
     pub measure: Measure,
@@ -81,56 +86,19 @@ impl Drop for WorkerHandle {
     }
 }
 
-/// Passes of target matching: at most 1 + 3 * (4 * 6 + 16) = 121 decodes, about 7-12 ms at
-/// 60-100 us a decode (README), against a bar of 800 ms at 300 BPM.
-pub const MATCH_PASSES: usize = 3;
+/// Phrases kept per recipe before the oldest are forgotten.
+const KEPT_PHRASES: usize = 4096;
 
-/// Mixes seed and bar into one RNG seed (SplitMix64 finalizer).
-fn mix(seed: u32, bar: i64) -> u64 {
-    let mut x = (seed as u64) << 32 ^ bar as u64 ^ 0x9E37_79B9_7F4A_7C15;
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
-}
-
-/// Fills `z` with standard normal values drawn from `rng` (Box-Muller).
-fn normal(rng: &mut ChaCha8Rng, z: &mut [f32]) {
-    for pair in z.chunks_mut(2) {
-        let u1: f64 = rng.gen_range(f64::MIN_POSITIVE..1.0);
-        let u2: f64 = rng.gen();
-        let r = (-2.0 * u1.ln()).sqrt();
-        let t = std::f64::consts::TAU * u2;
-        pair[0] = (r * t.cos()) as f32;
-        if pair.len() > 1 {
-            pair[1] = (r * t.sin()) as f32;
-        }
-    }
-}
-
-/// The latent code of a request: prior sample (or the captured bar's mean) with the regularized
-/// dimensions set from the knob targets through the calibration.
-pub fn latent_for(model: &LoadedModel, source: Option<&[f32]>, r: &DecodeRequest, z: &mut [f32]) {
-    match source.filter(|_| r.transform) {
-        Some(s) => z.copy_from_slice(s),
-        None => {
-            let key = match r.regen {
-                Regen::EveryBar => r.bar,
-                Regen::OnChange | Regen::Hold => 0,
-            };
-            let mut rng = ChaCha8Rng::seed_from_u64(mix(r.seed, key));
-            normal(&mut rng, z);
-        }
-    }
-    for i in 0..4 {
-        z[model.dims[i]] = model.maps[i].latent(r.targets[i]);
-    }
+/// The bars of one recipe, by phrase index.
+struct Phrases {
+    recipe: Recipe,
+    phrases: HashMap<i64, [Measure; MAX_PHRASE]>,
 }
 
 struct Worker {
     model: Box<LoadedModel>,
-    captured: Option<Measure>,
     source: Option<Vec<f32>>,
-    z: Vec<f32>,
+    kept: Option<Phrases>,
     out: Sender<Decoded>,
     shared: Arc<UiShared>,
     captured_state: Arc<AtomicMeasure>,
@@ -139,11 +107,12 @@ struct Worker {
 impl Worker {
     fn encode_source(&mut self) {
         self.source = None;
-        if let Some(m) = self.captured {
-            let n = self.model.infer.latent();
-            let mut mean = vec![0.0; n];
+        self.kept = None;
+        if let Some(m) = self.captured_state.load() {
+            let c = &mut self.model.composer;
+            let mut mean = vec![0.0; c.latent()];
             // Transform mode uses the posterior mean only.
-            if self.model.infer.encode_mean(&m, &mut mean).is_ok() {
+            if c.model().encode_mean(&m, &mut mean).is_ok() {
                 self.source = Some(mean);
             }
         }
@@ -158,32 +127,60 @@ impl Worker {
     }
 
     fn model_changed(&mut self) {
-        self.z = vec![0.0; self.model.infer.latent()];
         if let Ok(mut info) = self.shared.model_info.lock() {
             *info = self.model.info.clone();
         }
         self.encode_source();
     }
 
-    fn handle(&mut self, msg: ToWorker, skip_decode: bool) {
+    /// The bar `bar` of `recipe`, from the kept phrases or decoded (its whole phrase).
+    fn bar(&mut self, recipe: &Recipe, bar: i64) -> Option<Measure> {
+        if self.kept.as_ref().is_none_or(|k| k.recipe != *recipe) {
+            self.kept = Some(Phrases {
+                recipe: *recipe,
+                phrases: HashMap::new(),
+            });
+        }
+        let s = &recipe.settings;
+        let source = self.source.as_deref().filter(|_| recipe.transform);
+        let (q, k) = match (source, recipe.regen) {
+            (Some(_), _) | (None, Regen::OnChange | Regen::Hold) => (0, 0),
+            (None, Regen::EveryBar) => {
+                let p = s.phrase_len() as i64;
+                (bar.div_euclid(p), bar.rem_euclid(p) as usize)
+            }
+        };
+        let kept = self.kept.as_mut()?;
+        if let Some(ph) = kept.phrases.get(&q) {
+            return Some(ph[k]);
+        }
+        let mut ph = [Measure::rest(); MAX_PHRASE];
+        let c = &mut self.model.composer;
+        match source {
+            Some(src) => ph[0] = c.transform(s, src).ok()?,
+            None => {
+                c.phrase(s, q, &mut ph).ok()?;
+            }
+        }
+        if kept.phrases.len() >= KEPT_PHRASES {
+            kept.phrases.clear();
+        }
+        kept.phrases.insert(q, ph);
+        Some(ph[k])
+    }
+
+    fn handle(&mut self, msg: ToWorker) {
         match msg {
             ToWorker::Capture(m) => {
-                self.captured = Some(m);
                 self.captured_state.store(Some(&m));
                 self.encode_source();
             }
             ToWorker::ClearCapture => {
-                self.captured = None;
                 self.captured_state.store(None);
                 self.encode_source();
             }
-            ToWorker::Decode(r) if !skip_decode => {
-                latent_for(&self.model, self.source.as_deref(), &r, &mut self.z);
-                let mut measure = Measure::rest();
-                let targets = self.model.steer_targets(&r.targets);
-                let passes = if r.match_targets { MATCH_PASSES } else { 0 };
-                let m = &mut self.model.infer;
-                if steer(m, &mut self.z, &targets, passes, &mut measure).is_ok() {
+            ToWorker::Decode(r) => {
+                if let Some(measure) = self.bar(&r.recipe, r.bar) {
                     let _ = self.out.try_send(Decoded {
                         bar: r.bar,
                         gen: r.gen,
@@ -191,7 +188,6 @@ impl Worker {
                     });
                 }
             }
-            ToWorker::Decode(_) => {}
         }
     }
 }
@@ -204,12 +200,11 @@ pub fn spawn(
     captured_state: Arc<AtomicMeasure>,
 ) -> WorkerHandle {
     let (to_worker, requests) = bounded::<ToWorker>(64);
-    let (out, from_worker) = bounded::<Decoded>(16);
+    let (out, from_worker) = bounded::<Decoded>(64);
     let (models, model_rx) = bounded::<Box<LoadedModel>>(2);
     let mut w = Worker {
-        z: Vec::new(),
-        captured: captured_state.load(),
         source: None,
+        kept: None,
         model,
         out,
         shared,
@@ -227,10 +222,19 @@ pub fn spawn(
                         batch.clear();
                         batch.push(msg);
                         batch.extend(requests.try_iter());
-                        // Only the newest decode request of a burst is worth decoding.
-                        let last_decode = batch.iter().rposition(|m| matches!(m, ToWorker::Decode(_)));
-                        for (i, m) in batch.iter().enumerate() {
-                            w.handle(*m, Some(i) != last_decode);
+                        // Requests made with an older recipe than the newest are not worth
+                        // decoding (generations only grow, wrapping).
+                        let newest = batch.iter().filter_map(|m| match m {
+                            ToWorker::Decode(r) => Some(r.gen),
+                            _ => None,
+                        }).max_by(|a, b| (a.wrapping_sub(*b) as i32).cmp(&0));
+                        for m in &batch {
+                            if let (ToWorker::Decode(r), Some(n)) = (m, newest) {
+                                if (n.wrapping_sub(r.gen) as i32) > 0 {
+                                    continue;
+                                }
+                            }
+                            w.handle(*m);
                         }
                     }
                     recv(model_rx) -> m => {
@@ -254,57 +258,45 @@ pub fn spawn(
 mod tests {
     use super::*;
 
+    fn ask(w: &WorkerHandle, bar: i64, gen: u32, recipe: Recipe) -> Measure {
+        w.to_worker
+            .send(ToWorker::Decode(DecodeRequest { bar, gen, recipe }))
+            .unwrap();
+        let d = w
+            .from_worker
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .unwrap();
+        assert_eq!((d.bar, d.gen), (bar, gen));
+        d.measure
+    }
+
     #[test]
-    fn latent_is_deterministic_and_sets_regularized_dims() {
+    fn bars_are_the_composers_and_repeat_exactly() {
+        let shared = Arc::new(UiShared::default());
         let m = LoadedModel::embedded().unwrap();
-        let r = DecodeRequest {
-            bar: 3,
-            gen: 0,
-            targets: [0.3, 0.3, 0.25, 0.1],
-            seed: 7,
+        let w = spawn(Box::new(m), shared, Arc::new(AtomicMeasure::default()));
+        let recipe = Recipe {
+            settings: Settings {
+                seed: 7,
+                ..Settings::default()
+            },
             regen: Regen::EveryBar,
             transform: false,
-            match_targets: false,
+            capture: 0,
         };
-        let n = m.infer.latent();
-        let (mut a, mut b, mut c) = (vec![0.0; n], vec![0.0; n], vec![0.0; n]);
-        latent_for(&m, None, &r, &mut a);
-        latent_for(&m, None, &r, &mut b);
-        assert_eq!(a, b);
-        latent_for(&m, None, &DecodeRequest { bar: 4, ..r }, &mut c);
-        assert_ne!(a[4..], c[4..]);
-        assert_eq!(a[..4], c[..4]);
-        latent_for(
-            &m,
-            None,
-            &DecodeRequest {
-                regen: Regen::OnChange,
-                ..r
-            },
-            &mut a,
-        );
-        latent_for(
-            &m,
-            None,
-            &DecodeRequest {
-                regen: Regen::OnChange,
-                bar: 9,
-                ..r
-            },
-            &mut b,
-        );
-        assert_eq!(a, b);
-        let source = vec![0.5; n];
-        latent_for(
-            &m,
-            Some(&source),
-            &DecodeRequest {
-                transform: true,
-                ..r
-            },
-            &mut a,
-        );
-        assert!(a[4..].iter().all(|&v| v == 0.5));
-        assert_eq!(a[..4], c[..4]);
+        let bars: Vec<Measure> = (0..6).map(|b| ask(&w, b, 1, recipe)).collect();
+        // The CLI's path gives the same bars.
+        let mut c = LoadedModel::embedded().unwrap().composer;
+        for (b, m) in bars.iter().enumerate() {
+            assert_eq!(*m, c.bar(&recipe.settings, b as i64).unwrap(), "bar {b}");
+        }
+        // Asked again (a loop back), the same bars.
+        assert_eq!(ask(&w, 1, 2, recipe), bars[1]);
+        // Repeat bar: every bar is bar 0.
+        let repeat = Recipe {
+            regen: Regen::OnChange,
+            ..recipe
+        };
+        assert_eq!(ask(&w, 5, 3, repeat), bars[0]);
     }
 }

@@ -5,6 +5,7 @@ mod classify_cmd;
 mod data_cmd;
 mod eval_cmd;
 mod figures;
+mod generate_cmd;
 mod image_cmd;
 mod progress;
 mod report_cmd;
@@ -44,8 +45,15 @@ enum Command {
     Eval(eval_cmd::EvalArgs),
     /// One table over many runs (seeds, AR-VAE against β-VAE): median and quartiles per metric.
     Compare(eval_cmd::CompareArgs),
-    /// Generate bars with attribute targets in musical units, or change the attributes of a MIDI file.
-    Generate(train_cmd::GenerateArgs),
+    /// Melodies from a model with the plugin's knobs, key, motion and phrase (the same bars the
+    /// plugin plays for the same settings and bar index), or a MIDI file's bars transformed.
+    Generate(generate_cmd::GenerateArgs),
+    /// Store a model's prior (the distribution of its encoded training measures) and the data's
+    /// pitch range in a checkpoint trained before they were recorded.
+    Calibrate(generate_cmd::CalibrateArgs),
+    /// What a listener hears, in numbers: out-of-range pitches, crowded and empty bars, 4-bar
+    /// key fit, intervals at bar joins and knob fidelity, generated beside real bars.
+    Score(generate_cmd::ScoreArgs),
     /// The built-in demo (no download): builds the synthetic melodies, trains an AR-VAE for a few
     /// minutes, shows that each regularized dimension orders its attribute, writes MIDI sweeps.
     Demo(data_cmd::DemoArgs),
@@ -77,7 +85,9 @@ fn main() -> ExitCode {
         Command::Train(args) => train_cmd::train(args),
         Command::Eval(args) => eval_cmd::eval(args),
         Command::Compare(args) => eval_cmd::compare(args),
-        Command::Generate(args) => train_cmd::generate(args),
+        Command::Generate(args) => generate_cmd::generate(args),
+        Command::Calibrate(args) => generate_cmd::calibrate(args),
+        Command::Score(args) => generate_cmd::score_cmd(args),
         Command::Demo(args) => data_cmd::demo(args),
         Command::Bench(args) => bench_cmd::bench(args),
         Command::Traverse(args) => figures::traverse::traverse(args),

@@ -1,23 +1,17 @@
 //! `arvae-trainer train`, `generate` and the demo's training part.
 
 use anyhow::{bail, Context, Result};
-use arvae_core::checkpoint::{Calibration, Checkpoint};
+use arvae_core::checkpoint::Checkpoint;
+use arvae_core::compose::knobs::KNOBS;
+use arvae_core::compose::Settings;
 use arvae_core::data::{Dataset, Split};
-use arvae_core::infer::steer::{match_unit, steer, SteerTarget};
-use arvae_core::infer::InferModel;
-use arvae_core::model::{LossValues, MeasureVae};
-use arvae_core::music::attributes::{attributes, Attribute};
+use arvae_core::model::LossValues;
+use arvae_core::music::attributes::Attribute;
 use arvae_core::music::midi_export::{tracks_to_smf_bytes, write_file, ExportOptions};
-use arvae_core::music::midi_import::{self, MidiImportOptions};
-use arvae_core::music::tokenize;
-use arvae_core::training::{
-    self, latent_for, Engine, EpochSummary, ModelKind, TrainConfig, TrainObserver,
-};
+use arvae_core::training::{self, Engine, EpochSummary, ModelKind, TrainConfig, TrainObserver};
 use candle_core::Device;
 use clap::{Args, ValueEnum};
 use indicatif::ProgressBar;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 
@@ -101,47 +95,6 @@ pub struct TrainArgs {
     /// metadata).
     #[arg(long, default_value_t = 8192)]
     eval_measures: usize,
-}
-
-#[derive(Args)]
-pub struct GenerateArgs {
-    /// Checkpoint (model.safetensors or best.safetensors of a run), or the name of a shipped
-    /// model: `bach` (AR-VAE on the Bach chorales) or `folk` (AR-VAE on the folk tunes).
-    #[arg(long)]
-    checkpoint: PathBuf,
-    /// Target rhythmic complexity (0..1; weighted share of off-beat onsets).
-    #[arg(long)]
-    rhythmic_complexity: Option<f32>,
-    /// Target pitch range (semitones / 26).
-    #[arg(long)]
-    pitch_range: Option<f32>,
-    /// Target note density (onsets / 24).
-    #[arg(long)]
-    note_density: Option<f32>,
-    /// Target contour ((last - first pitch) / 26).
-    #[arg(long)]
-    contour: Option<f32>,
-    /// Number of bars (ignored with --encode: every bar of the input).
-    #[arg(long, default_value_t = 8)]
-    bars: usize,
-    /// Seed of the latent values not set by a target.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Take the bars of this MIDI file and change only the attributes given.
-    #[arg(long)]
-    encode: Option<PathBuf>,
-    /// Output MIDI file.
-    #[arg(long)]
-    out: PathBuf,
-    /// Tempo of the MIDI file.
-    #[arg(long, default_value_t = 120.0)]
-    bpm: f64,
-    /// Target matching, as the plugin does: search the regularized dimensions of each bar's
-    /// code for the bar whose measured attributes are nearest the targets given (3 passes,
-    /// up to 121 decodes a bar). Off: the paper's manipulation (dimensions set from the
-    /// calibration only).
-    #[arg(long)]
-    match_targets: bool,
 }
 
 /// A checkpoint file, or a shipped model by name when no file of that name exists.
@@ -331,138 +284,6 @@ pub fn train(a: TrainArgs) -> Result<()> {
     Ok(())
 }
 
-/// Targets given on the command line, by attribute.
-fn targets(a: &GenerateArgs) -> Vec<(Attribute, f32)> {
-    [
-        (Attribute::RhythmicComplexity, a.rhythmic_complexity),
-        (Attribute::PitchRange, a.pitch_range),
-        (Attribute::NoteDensity, a.note_density),
-        (Attribute::Contour, a.contour),
-    ]
-    .into_iter()
-    .filter_map(|(k, v)| v.map(|v| (k, v)))
-    .collect()
-}
-
-fn calibration_for<'a>(ck: &'a Checkpoint, path: &Path, a: Attribute) -> Result<&'a Calibration> {
-    ck.meta
-        .calibration
-        .iter()
-        .find(|c| c.attribute == a.name())
-        .with_context(|| {
-            format!(
-                "{}: this model does not regularize {} (regularized: {}), so it has no knob for it",
-                path.display(),
-                a.name(),
-                if ck.meta.calibration.is_empty() {
-                    "none".to_string()
-                } else {
-                    ck.meta
-                        .calibration
-                        .iter()
-                        .map(|c| c.attribute.clone())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                }
-            )
-        })
-}
-
-fn standard_normal(rng: &mut ChaCha8Rng) -> f32 {
-    use rand::Rng;
-    let u1: f64 = rng.gen_range(f64::MIN_POSITIVE..1.0);
-    let u2: f64 = rng.gen();
-    ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
-}
-
-pub fn generate(a: GenerateArgs) -> Result<()> {
-    let ck = load_checkpoint_or_builtin(&a.checkpoint)?;
-    let model = MeasureVae::from_checkpoint(&ck, &Device::Cpu)
-        .with_context(|| format!("{}: cannot build the model", a.checkpoint.display()))?;
-    let d = model.config().latent;
-    let tg = targets(&a);
-    let mut set = Vec::new();
-    for &(attr, value) in &tg {
-        let (lo, hi) = attr.bounds();
-        if !(lo..=hi).contains(&value) {
-            bail!(
-                "--{} {value} is outside {lo}..{hi}",
-                attr.name().replace('_', "-")
-            );
-        }
-        let cal = calibration_for(&ck, &a.checkpoint, attr)?;
-        set.push((cal.latent_dim, latent_for(cal, value), attr, value));
-    }
-    let mut rng = ChaCha8Rng::seed_from_u64(a.seed);
-    let mut z: Vec<f32> = if let Some(input) = &a.encode {
-        let (melody, _) = midi_import::read_file(input, &MidiImportOptions { track: None })?;
-        let ms = tokenize::measures(&melody)?;
-        let (means, _) = training::latents(&model, &ms, 256, a.seed)?;
-        means
-    } else {
-        (0..a.bars * d).map(|_| standard_normal(&mut rng)).collect()
-    };
-    for row in z.chunks_mut(d) {
-        for &(dim, v, _, _) in &set {
-            row[dim] = v;
-        }
-    }
-    let mut measures = training::decode(&model, &z)?;
-    if a.match_targets && !set.is_empty() {
-        let mut infer = InferModel::from_checkpoint(&ck)?;
-        let targets: Vec<SteerTarget> = set
-            .iter()
-            .map(|&(dim, _, attr, value)| {
-                let cal = calibration_for(&ck, &a.checkpoint, attr).expect("checked above");
-                let spread = |f: fn(&(f32, f32)) -> f32| {
-                    let v = cal.points.iter().map(f);
-                    v.clone().fold(f32::MIN, f32::max) - v.fold(f32::MAX, f32::min)
-                };
-                SteerTarget {
-                    attribute: attr,
-                    dim,
-                    target: value,
-                    scale: match_unit(attr, spread(|p| p.1)),
-                    step: spread(|p| p.0).abs().max(0.5),
-                }
-            })
-            .collect();
-        for (row, m) in z.chunks_mut(d).zip(measures.iter_mut()) {
-            steer(&mut infer, row, &targets, 3, m)?;
-        }
-    }
-    write_file(
-        &a.out,
-        &measures,
-        &ExportOptions {
-            bpm: a.bpm,
-            ..Default::default()
-        },
-    )
-    .with_context(|| format!("cannot write {}", a.out.display()))?;
-    println!("bar  rhythmic_complexity  pitch_range  note_density  contour");
-    for (i, m) in measures.iter().enumerate() {
-        let v = attributes(m);
-        println!(
-            "{:>3}  {:>19.3}  {:>11.3}  {:>12.3}  {:>7.3}",
-            i + 1,
-            v[0],
-            v[1],
-            v[2],
-            v[3]
-        );
-    }
-    if !tg.is_empty() {
-        let t: Vec<String> = tg
-            .iter()
-            .map(|(k, v)| format!("{} {v}", k.name()))
-            .collect();
-        println!("targets: {}", t.join(", "));
-    }
-    println!("wrote {} bars to {}", measures.len(), a.out.display());
-    Ok(())
-}
-
 /// The demo's training part: AR-VAE on the synthetic set, attribute order, MIDI sweeps.
 pub fn demo_train(ds: &Dataset, out: &Path, epochs: usize) -> Result<()> {
     let cfg = TrainConfig::demo(ModelKind::ArVae, epochs);
@@ -486,35 +307,53 @@ pub fn demo_train(ds: &Dataset, out: &Path, epochs: usize) -> Result<()> {
     for (a, dim, rho) in training::attribute_order(&trained.model, ds, &Attribute::ALL)? {
         println!("  {:<20} dim {dim}  rho {rho:+.3}", a.name());
     }
-    let ck = Checkpoint::load(&trained.paths.model)?;
-    let d = trained.model.config().latent;
-    let mut rng = ChaCha8Rng::seed_from_u64(1);
-    let base: Vec<f32> = (0..d).map(|_| standard_normal(&mut rng)).collect();
+    demo_sweeps(out)?;
+    println!(
+        "\nyour own model: {} (try: arvae-trainer generate --checkpoint {} --note-density 6 --out melody.mid)",
+        trained.paths.model.display(),
+        trained.paths.model.display()
+    );
+    Ok(())
+}
+
+/// Knob positions per demo sweep.
+const SWEEP_STEPS: usize = 8;
+
+/// The demo's listening part: one sweep per knob from the shipped Bach model, through the
+/// composer the plugin plays (C major, the other knobs at their defaults, one melody whose
+/// knob moves bar by bar), each sweep's measured attribute printed beside its knob.
+fn demo_sweeps(out: &Path) -> Result<()> {
+    let (mut c, _) = crate::generate_cmd::composer(Path::new("bach"))?;
+    println!("\nsweeps from the shipped Bach model ({SWEEP_STEPS} bars each, knob -> measured):");
     let mut tracks = Vec::new();
-    println!("\nsweeps (8 bars each, target -> measured):");
-    for a in Attribute::ALL {
-        let cal = calibration_for(&ck, &trained.paths.model, a)?;
-        let (lo, hi) = (cal.points[1].1, cal.points[cal.points.len() - 2].1);
-        let targets: Vec<f32> = (0..8).map(|i| lo + (hi - lo) * i as f32 / 7.0).collect();
-        let z: Vec<f32> = targets
-            .iter()
-            .flat_map(|&t| {
-                let mut row = base.clone();
-                row[cal.latent_dim] = latent_for(cal, t);
-                row
-            })
-            .collect();
-        let ms = training::decode(&trained.model, &z)?;
-        let got: Vec<String> = targets
-            .iter()
-            .zip(&ms)
-            .map(|(t, m)| format!("{t:.2}->{:.2}", a.of(m)))
-            .collect();
-        println!("  {:<20} {}", a.name(), got.join(" "));
-        let path = out.join(format!("sweep_{}.mid", a.name()));
-        write_file(&path, &ms, &ExportOptions::default())
+    for (i, k) in KNOBS.iter().enumerate() {
+        let (lo, hi) = c.reach(i);
+        let (lo, hi) = (lo.max(k.min), hi.min(k.max));
+        let mut bars = Vec::new();
+        let mut shown = Vec::new();
+        for j in 0..SWEEP_STEPS {
+            let v = lo + (hi - lo) * j as f32 / (SWEEP_STEPS - 1) as f32;
+            let mut s = Settings {
+                motion: 0.0,
+                phrase: 1,
+                variation: 0.0,
+                seed: 3,
+                ..Settings::default()
+            };
+            s.knobs[i] = v;
+            let m = c.bar(&s, 0)?;
+            shown.push(format!(
+                "{}->{}",
+                k.format(v),
+                k.format(k.from_attribute(k.attribute.of(&m)))
+            ));
+            bars.push(m);
+        }
+        println!("  {:<20} {}", k.label, shown.join(" "));
+        let path = out.join(format!("sweep_{}.mid", k.attribute.name()));
+        write_file(&path, &bars, &ExportOptions::default())
             .with_context(|| format!("cannot write {}", path.display()))?;
-        tracks.push((a.name().to_string(), ms));
+        tracks.push((k.attribute.name().to_string(), bars));
     }
     let all = out.join("sweeps.mid");
     std::fs::write(
@@ -527,6 +366,5 @@ pub fn demo_train(ds: &Dataset, out: &Path, epochs: usize) -> Result<()> {
         out.display(),
         all.display()
     );
-    println!("checkpoint: {}  (try: arvae-trainer generate --checkpoint {} --note-density 0.3 --out melody.mid)", trained.paths.model.display(), trained.paths.model.display());
     Ok(())
 }

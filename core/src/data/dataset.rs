@@ -201,7 +201,18 @@ impl Dataset {
             .collect()
     }
 
-    /// Number of measures in `split`.
+    /// Lowest and highest onset pitch of every measure (`None` without any note).
+    pub fn pitch_range(&self) -> Option<(u8, u8)> {
+        self.measures
+            .iter()
+            .flat_map(|m| m.tokens().iter().copied().filter(|&t| t < 128))
+            .fold(None, |r, p| match r {
+                None => Some((p, p)),
+                Some((lo, hi)) => Some((lo.min(p), hi.max(p))),
+            })
+    }
+
+    /// Measures in `split`.
     pub fn count(&self, split: Split) -> usize {
         self.split.iter().filter(|&&s| s == split).count()
     }

@@ -1169,6 +1169,24 @@ pub(crate) fn gru_update<const FMA: bool>(h: &mut [f32], gi: &[f32], gh: &[f32])
     }
 }
 
+/// [`argmax`] over the pitch tokens `lo..=hi` and every token from 128 on (rest, hold, pads):
+/// the first maximum among them. With `(0, 127)` it is [`argmax`].
+#[inline]
+pub(crate) fn argmax_pitches(v: &[f32], (lo, hi): (u8, u8)) -> usize {
+    if (lo, hi) == (0, 127) {
+        return argmax(v);
+    }
+    let mut best = lo as usize;
+    let mut val = v[best];
+    for i in (lo as usize + 1..=hi as usize).chain(128..v.len()) {
+        if val < v[i] {
+            best = i;
+            val = v[i];
+        }
+    }
+    best
+}
+
 /// Index of the first maximum (candle's and torch's argmax on ties); 0 if all are NaN.
 #[inline]
 pub(crate) fn argmax(v: &[f32]) -> usize {
@@ -1403,5 +1421,15 @@ mod tests {
         check_activations::<true>();
         assert_eq!(argmax(&[1.0, 3.0, 3.0, 2.0]), 1);
         assert_eq!(argmax(&[0.0, 0.0]), 0);
+        let mut v = vec![0.0f32; 132];
+        v[10] = 9.0; // out of range
+        v[60] = 2.0;
+        v[70] = 3.0;
+        v[129] = 1.0;
+        assert_eq!(argmax_pitches(&v, (0, 127)), 10);
+        assert_eq!(argmax_pitches(&v, (55, 84)), 70);
+        assert_eq!(argmax_pitches(&v, (55, 65)), 60);
+        v[130] = 5.0;
+        assert_eq!(argmax_pitches(&v, (55, 65)), 130);
     }
 }

@@ -28,7 +28,7 @@ pub mod steer;
 
 pub use kernels::{Kernel, Weights};
 
-use kernels::{argmax, padded_bias, Isa, Packed, Portable};
+use kernels::{argmax_pitches, padded_bias, Isa, Packed, Portable};
 
 use crate::checkpoint::{
     measure_vae_shapes, Checkpoint, CheckpointMeta, DatasetInfo, MeasureVaeConfig,
@@ -188,6 +188,8 @@ pub struct InferModel {
     dec: DecoderWeights,
     s: Scratch,
     lock: Lockstep,
+    /// Lowest and highest pitch token greedy decoding may choose (`0..=127`: all).
+    pitches: (u8, u8),
 }
 
 /// Looks up a tensor and checks its shape.
@@ -501,7 +503,27 @@ impl InferModel {
             dec,
             s,
             lock,
+            pitches: (0, 127),
         })
+    }
+
+    /// Restricts greedy decoding to pitch tokens `lo..=hi` (the range the model was trained
+    /// on): a pitch outside it is never chosen, whatever its logit; `REST`, `HOLD` and the pads
+    /// stay allowed. `0..=127` (the default) is plain argmax. `lo > hi` or `hi > 127` is an
+    /// error.
+    pub fn set_pitch_range(&mut self, lo: u8, hi: u8) -> Result<(), InferError> {
+        if lo > hi || hi > 127 {
+            return Err(InferError::Checkpoint(format!(
+                "pitch range {lo}..={hi} is not a range of MIDI pitches"
+            )));
+        }
+        self.pitches = (lo, hi);
+        Ok(())
+    }
+
+    /// The pitch tokens greedy decoding may choose ([`set_pitch_range`](Self::set_pitch_range)).
+    pub fn pitch_range(&self) -> (u8, u8) {
+        self.pitches
     }
 
     /// The model's config.
@@ -768,6 +790,7 @@ impl InferModel {
         let gp = round16(g);
         let relu = self.cfg.logit_relu;
         let beats = BEATS_PER_MEASURE;
+        let pitches = self.pitches;
         let d = &self.dec;
         let s = &mut self.s;
         let tp = d.beat_to_tick_hidden.padded();
@@ -807,7 +830,7 @@ impl InferModel {
                         *x = x.max(0.0);
                     }
                 }
-                let best = argmax(logits);
+                let best = argmax_pitches(logits, pitches);
                 out.0[t] = best as u8;
                 prev = Some(best);
                 if let Some(lo) = logits_out.as_deref_mut() {
@@ -829,6 +852,7 @@ impl InferModel {
         let gp = round16(g);
         let relu = self.cfg.logit_relu;
         let beats = BEATS_PER_MEASURE;
+        let pitches = self.pitches;
         let d = &self.dec;
         let Lockstep {
             h: sh,
@@ -886,7 +910,7 @@ impl InferModel {
                             *x = x.max(0.0);
                         }
                     }
-                    let best = argmax(logits);
+                    let best = argmax_pitches(logits, pitches);
                     let t = b * TICKS_PER_BEAT + tick;
                     out.0[t] = best as u8;
                     prev[i] = best as u16;

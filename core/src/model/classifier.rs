@@ -139,6 +139,8 @@ impl ImageClassifier {
                 dataset,
                 evaluation,
                 train_state: None,
+                prior: None,
+                pitch_range: None,
             },
             tensors,
         })

@@ -1,5 +1,10 @@
-//! The four attribute knobs in musical units, and the checkpoint calibration that turns an
-//! attribute target into a value of its regularized latent dimension.
+//! The four attribute knobs in musical units, and the calibration that turns a knob target into
+//! a value of its regularized latent dimension.
+//!
+//! The map is measured through the decoder ([`LatentMap::from_decoder`]): codes drawn from the
+//! model's own prior, one regularized dimension swept, every code decoded and its bar measured.
+//! The checkpoint's calibration (the *encoder's* means against the attribute) only sets where
+//! the sweep looks; a knob's reach is what the decoder plays.
 //!
 //! Knob units: rhythmic complexity in percent of the maximum (the attribute itself, 0..1),
 //! pitch range in semitones (attribute x 26), note density in onsets per bar (attribute x 24),
@@ -7,9 +12,9 @@
 
 use std::sync::Arc;
 
-use arvae_core::checkpoint::Calibration;
-use arvae_core::music::attributes::PITCH_SCALE;
-use arvae_core::music::Attribute;
+use crate::checkpoint::Calibration;
+use crate::music::attributes::PITCH_SCALE;
+use crate::music::Attribute;
 
 /// A host text-to-value callback.
 pub type StringToValue = Arc<dyn Fn(&str) -> Option<f32> + Send + Sync>;
@@ -31,7 +36,7 @@ pub struct KnobUnit {
     pub default: f32,
 }
 
-/// The four knobs in latent-dimension order.
+/// The four knobs in [`Attribute::ALL`] order.
 pub const KNOBS: [KnobUnit; 4] = [
     KnobUnit {
         attribute: Attribute::RhythmicComplexity,
@@ -78,16 +83,30 @@ impl KnobUnit {
         attribute * self.per_attribute
     }
 
-    /// Text of a knob value, e.g. `35 %`, `9.0 semitones`, `6.0 notes`, `+5.0 semitones`.
+    /// The number a host shows for a knob value, e.g. `35`, `9.0`, `6.0`, `+5.0`; the unit is
+    /// separate ([`unit`](Self::unit)), so hosts and scripts read the value as a number.
     pub fn format(&self, v: f32) -> String {
-        // Values that round to zero print without a sign ("0 %", not "-0 %").
+        // Values that round to zero print without a sign ("0", not "-0").
         let v = if v.abs() < 0.05 { 0.0 } else { v };
         match self.attribute {
-            Attribute::RhythmicComplexity => format!("{v:.0} %"),
-            Attribute::PitchRange => format!("{v:.1} semitones"),
-            Attribute::NoteDensity => format!("{v:.1} notes"),
-            Attribute::Contour => format!("{v:+.1} semitones"),
+            Attribute::RhythmicComplexity => format!("{v:.0}"),
+            Attribute::PitchRange | Attribute::NoteDensity => format!("{v:.1}"),
+            Attribute::Contour => format!("{v:+.1}"),
         }
+    }
+
+    /// The unit shown after the number, with its leading space (` %`, ` notes`, ...).
+    pub fn unit(&self) -> &'static str {
+        match self.attribute {
+            Attribute::RhythmicComplexity => " %",
+            Attribute::PitchRange | Attribute::Contour => " semitones",
+            Attribute::NoteDensity => " notes",
+        }
+    }
+
+    /// Number and unit, for people: `35 %`, `+5.0 semitones`.
+    pub fn describe(&self, v: f32) -> String {
+        format!("{}{}", self.format(v), self.unit())
     }
 
     /// Parses what [`format`](Self::format) writes, with or without the unit.
@@ -127,12 +146,16 @@ pub struct LatentMap {
 const EXTRAPOLATE: f32 = 0.25;
 
 impl LatentMap {
-    /// From calibration points (z, attribute) sorted by z. The attribute is made non-decreasing
-    /// in z (running maximum) and equal attribute values are merged at their mean z. `None`
-    /// when fewer than two distinct attribute values remain.
+    /// From a checkpoint's [`Calibration`]; see [`from_points`](Self::from_points).
     pub fn from_calibration(c: &Calibration) -> Option<Self> {
-        let mut pts: Vec<(f32, f32)> = c
-            .points
+        Self::from_points(&c.points)
+    }
+
+    /// From (z, attribute) points in any order. The attribute is made non-decreasing in z
+    /// (running maximum) and equal attribute values are merged at their mean z. `None` when
+    /// fewer than two distinct attribute values remain.
+    pub fn from_points(points: &[(f32, f32)]) -> Option<Self> {
+        let mut pts: Vec<(f32, f32)> = points
             .iter()
             .copied()
             .filter(|(z, a)| z.is_finite() && a.is_finite())
@@ -218,7 +241,9 @@ mod tests {
                 assert_eq!(k.format(back), s, "{}", k.label);
             }
         }
-        assert_eq!(KNOBS[3].format(5.0), "+5.0 semitones");
+        assert_eq!(KNOBS[3].format(5.0), "+5.0");
+        assert_eq!(KNOBS[3].describe(5.0), "+5.0 semitones");
+        assert_eq!(KNOBS[0].describe(-0.01), "0 %");
         assert_eq!(KNOBS[3].parse("-3 st"), Some(-3.0));
         assert_eq!(KNOBS[2].parse("6 notes"), Some(6.0));
         assert_eq!(KNOBS[0].parse("abc"), None);
