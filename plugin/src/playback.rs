@@ -6,8 +6,9 @@
 //! restart finds the bars that belong there; a knob moved while stopped is decoded before Play.
 //!
 //! In real time a bar that is not decoded when it starts (a jump to a far bar, a render faster
-//! than the worker) plays from the moment it arrives, the note that should be sounding then
-//! started at once; a bar of an older recipe stands in while the new one is decoded. In offline
+//! than the worker, knobs changed in the very block that starts playback) plays from the
+//! moment it arrives, from its next onset on the grid; at a bar line a bar of an older recipe
+//! stands in while the new one is decoded. In offline
 //! rendering the audio thread waits for the worker, so a bounce is exactly reproducible.
 //! Nothing here allocates or locks.
 
@@ -26,7 +27,7 @@ use crate::shared::{AtomicMeasure, UiShared};
 use crate::worker::{DecodeRequest, Decoded, Recipe, ToWorker};
 
 /// Bars asked for beyond the one playing.
-pub const LOOKAHEAD: i64 = 4;
+pub const LOOKAHEAD: i64 = 8;
 
 /// Bars kept by index.
 const KEPT: usize = 32;
@@ -262,8 +263,10 @@ impl Playback {
         }
     }
 
-    /// The measure of `bar`, if there is one to play now.
-    fn choose(&mut self, bar: i64) -> Option<Measure> {
+    /// The measure of `bar`, if there is one to play now. At a bar line an older recipe's bar
+    /// stands in for one not decoded yet (a knob turned just before it); after a start or a
+    /// jump only the current recipe's bar plays, from when it arrives.
+    fn choose(&mut self, bar: i64, resync: bool) -> Option<Measure> {
         if self.regen == Regen::Hold {
             self.held_state.store(Some(&self.current));
             return Some(self.current);
@@ -277,7 +280,11 @@ impl Playback {
                 .late_bars
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        m.or(self.find(bar, false))
+        if resync {
+            m
+        } else {
+            m.or(self.find(bar, false))
+        }
     }
 
     fn publish(&mut self, bar: i64, m: Measure) -> Measure {
@@ -306,13 +313,13 @@ impl BarProvider for Playback {
             }
         }
         self.poll();
-        let m = self.choose(bar)?;
+        let m = self.choose(bar, resync)?;
         Some(self.publish(bar, m))
     }
 
     fn bar_ready(&mut self, bar: i64) -> Option<Measure> {
         self.poll();
-        let m = self.find(bar, false)?;
+        let m = self.find(bar, true)?;
         Some(self.publish(bar, m))
     }
 }

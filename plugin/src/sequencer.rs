@@ -153,21 +153,17 @@ impl Sequencer {
     }
 
     /// Moves the cursor past what lies before `in_bar` beats into the bar (an event exactly
-    /// there still plays). With `chase`, a note that should be sounding at `in_bar` starts at
-    /// once (a late bar); without, it is left out (a jump into the middle of a note).
-    fn seek(&mut self, in_bar: f64, bps: f64, chase: bool) {
+    /// there still plays). A note that should already be sounding is left out: every onset
+    /// stays on the grid, also for a bar that arrives late.
+    fn seek(&mut self, in_bar: f64, bps: f64) {
         while self.cursor < self.n_events
             && self.events[self.cursor].offset < in_bar - SAMPLE_EPS * bps
         {
             self.cursor += 1;
         }
+        // A NoteOff whose NoteOn was skipped has nothing to end.
         if self.cursor < self.n_events && self.events[self.cursor].on.is_none() {
-            if chase && self.cursor > 0 {
-                self.cursor -= 1;
-            } else {
-                // A NoteOff whose NoteOn was skipped has nothing to end.
-                self.cursor += 1;
-            }
+            self.cursor += 1;
         }
     }
 
@@ -238,11 +234,11 @@ impl Sequencer {
             self.bar = (p0 / BEATS_PER_BAR).floor() as i64;
             let m = bars.bar_started(self.bar, true);
             self.start_bar(m);
-            self.seek(p0 - self.bar as f64 * BEATS_PER_BAR, bps, false);
+            self.seek(p0 - self.bar as f64 * BEATS_PER_BAR, bps);
         } else if self.waiting {
             if let Some(m) = bars.bar_ready(self.bar) {
                 self.start_bar(Some(m));
-                self.seek(p0 - self.bar as f64 * BEATS_PER_BAR, bps, true);
+                self.seek(p0 - self.bar as f64 * BEATS_PER_BAR, bps);
             }
         }
         let n = block.samples;
@@ -312,7 +308,7 @@ mod tests {
     }
 
     #[test]
-    fn a_late_bar_plays_from_its_arrival_with_the_sounding_note() {
+    fn a_late_bar_plays_from_its_arrival_on_the_grid() {
         let mut seq = Sequencer::new();
         let mut src = Late(melody(), 2);
         let mut out = Vec::new();
@@ -328,10 +324,28 @@ mod tests {
             seq.process_block(mk(pos), &mut src, &mut |c| out.push((pos, c)));
             pos += 0.2;
         }
-        // Nothing in the first two blocks; at the third (0.4 beats in) the bar arrives and
-        // C4 (0..1/3 beat) is over, D4 (1/3..1 beat) should be sounding: it starts at once.
-        assert_eq!(out.first(), Some(&(0.4, NoteCmd::On { at: 0, pitch: 62 })));
-        assert!(out.iter().all(|(p, _)| *p >= 0.4));
+        // Nothing in the first two blocks; at the third (0.4 beats in) the bar arrives while
+        // D4 (1/3..1 beat) should be sounding: it is left out, so the first note is E4 on its
+        // grid tick (13: beat 2 + 1/4), in the block that starts at 2.2 beats.
+        let want_at = ((2.25 - 2.2) * 24_000.0f64).round() as u32;
+        assert_eq!(
+            out.first(),
+            None,
+            "nothing before 2.2 beats in these 4 blocks"
+        );
+        for _ in 4..12 {
+            seq.process_block(mk(pos), &mut src, &mut |c| out.push((pos, c)));
+            pos += 0.2;
+        }
+        let first = out.first().expect("E4 plays");
+        assert!((first.0 - 2.2).abs() < 1e-9, "{first:?}");
+        assert_eq!(
+            first.1,
+            NoteCmd::On {
+                at: want_at,
+                pitch: 64
+            }
+        );
     }
 
     fn melody() -> Measure {

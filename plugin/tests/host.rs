@@ -3,9 +3,9 @@
 
 mod common;
 
+use arvae_core::compose::knobs::KNOBS;
 use arvae_core::music::attributes::attributes;
 use arvae_core::music::token::tick_offset;
-use arvae_plugin::knobs::KNOBS;
 use arvae_plugin::model::LoadedModel;
 use common::*;
 

@@ -118,6 +118,11 @@ pub struct Session {
     pub load_error: Option<String>,
     /// Parameter changes to send with the next block: (id, value).
     pending_params: Vec<(ClapId, f64)>,
+    /// Wall-clock pacing: `Some(x)` runs x times faster than real time (a real-time host at
+    /// 1, a fast unflagged render above); `None` as fast as possible.
+    pub pace: Option<f64>,
+    /// The host's loop (start, end) in beats, sent with the transport when set.
+    pub loop_beats: Option<(f64, f64)>,
 }
 
 fn entry() -> &'static PluginEntry {
@@ -188,6 +193,8 @@ impl Session {
             events: Vec::new(),
             input: Vec::new(),
             pending_params: Vec::new(),
+            pace: None,
+            loop_beats: None,
             send_transport: true,
             load_error,
         }
@@ -227,6 +234,8 @@ impl Session {
         input.sort_by_key(|e| e.0);
         let start_now = self.now;
         let send_transport = self.send_transport;
+        let (pace, loop_beats) = (self.pace, self.loop_beats);
+        let wall = std::time::Instant::now();
         let (processor, events) = std::thread::scope(|s| {
             s.spawn(move || {
                 let mut p = processor.start_processing().expect("start processing");
@@ -241,11 +250,21 @@ impl Session {
                     let n = (samples - done).min(block as u64) as u32;
                     let abs = start_now + done;
                     let beats = t.start_beats + done as f64 * t.tempo / 60.0 / SAMPLE_RATE;
+                    if let Some(x) = pace {
+                        let due = std::time::Duration::from_secs_f64(done as f64 / SAMPLE_RATE / x);
+                        if let Some(wait) = due.checked_sub(wall.elapsed()) {
+                            std::thread::sleep(wait);
+                        }
+                    }
                     let mut flags = TransportFlags::HAS_TEMPO
                         | TransportFlags::HAS_BEATS_TIMELINE
                         | TransportFlags::HAS_SECONDS_TIMELINE;
                     if t.playing {
                         flags |= TransportFlags::IS_PLAYING;
+                    }
+                    let (loop_start, loop_end) = loop_beats.unwrap_or((0.0, 0.0));
+                    if loop_beats.is_some() {
+                        flags |= TransportFlags::IS_LOOP_ACTIVE;
                     }
                     let transport = TransportEvent {
                         header: EventHeader::new_core(0, EventFlags::empty()),
@@ -254,10 +273,10 @@ impl Session {
                         song_pos_seconds: SecondsTime::from_float(beats * 60.0 / t.tempo),
                         tempo: t.tempo,
                         tempo_inc: 0.0,
-                        loop_start_beats: BeatTime::from_float(0.0),
-                        loop_end_beats: BeatTime::from_float(0.0),
-                        loop_start_seconds: SecondsTime::from_float(0.0),
-                        loop_end_seconds: SecondsTime::from_float(0.0),
+                        loop_start_beats: BeatTime::from_float(loop_start),
+                        loop_end_beats: BeatTime::from_float(loop_end),
+                        loop_start_seconds: SecondsTime::from_float(loop_start * 60.0 / t.tempo),
+                        loop_end_seconds: SecondsTime::from_float(loop_end * 60.0 / t.tempo),
                         bar_start: BeatTime::from_float((beats / 4.0).floor() * 4.0),
                         bar_number: (beats / 4.0).floor() as i32,
                         time_signature_numerator: 4,
