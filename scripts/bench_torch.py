@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """MeasureVAE training throughput in PyTorch, on the batches `arvae-trainer bench --export` wrote.
 
-The same model as core/src/model (DESIGN.md §5, §6): Embedding(132, 10) -> 2-layer
+The same model as core/src/model (docs/architecture.md §5, §6): Embedding(132, 10) -> 2-layer
 bidirectional GRU(128, dropout 0.5) -> heads Linear(512, 256) SELU Linear(256, 32) for mean and
 log-std; z = mu + exp(log_std) * eps; beat GRU (2 layers, 4 steps, learned constant input,
 hidden SELU(Linear(32, 256))); tick GRU (2 layers, 6 ticks per beat, hidden reset per beat to

@@ -1,5 +1,5 @@
 //! Single-file model checkpoints: one `.safetensors` file with f32 tensors by name and the
-//! JSON metadata under the `__metadata__` key `arvae` (DESIGN.md §8).
+//! JSON metadata under the `__metadata__` key `arvae` (docs/architecture.md §8).
 //!
 //! This module is candle-free: the plugin and the plain-Rust decoder read checkpoints with
 //! default features off. It also owns the MeasureVAE *format contract*: the model config
@@ -37,7 +37,7 @@ pub const ADAM_V_PREFIX: &str = "adam.v.";
 /// Tensors by name: (shape, row-major f32 values).
 pub type NamedTensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
 
-/// Sizes of MeasureVAE (DESIGN.md §5); the defaults are the reference's.
+/// Sizes of MeasureVAE (docs/architecture.md §5); the defaults are the reference's.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MeasureVaeConfig {

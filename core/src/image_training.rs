@@ -1,6 +1,6 @@
 //! Training and evaluation of the convolutional VAEs on image datasets: the epoch loop with
 //! a checkpoint per epoch (resumable), the latents of a split, the per-pixel reconstruction
-//! accuracy, and the paper's defaults per dataset (DESIGN.md §6).
+//! accuracy, and the paper's defaults per dataset (docs/architecture.md §6).
 
 use crate::checkpoint::{
     AttributeDim, Checkpoint, CheckpointMeta, DatasetInfo, TrainState, FORMAT_VERSION,

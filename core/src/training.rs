@@ -45,7 +45,7 @@ pub enum Engine {
     Candle,
 }
 
-/// Everything that defines a training run (DESIGN.md §6 defaults for music).
+/// Everything that defines a training run (docs/architecture.md §6 defaults for music).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
     /// AR-VAE or β-VAE.

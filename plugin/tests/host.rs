@@ -37,7 +37,20 @@ fn sixteen_bars_in_time_without_hanging_notes() {
     for tempo in [120.0, 97.0] {
         for block in [64u32, 512, 1000] {
             let mut s = Session::new(1000, false, None);
+            // A real-time host that renders 20 times faster than real time (an unflagged
+            // bounce); the knob is set before Play, as a host restores a session.
+            s.pace = Some(20.0);
             s.set_plain("Variation", 3.0, 0.0, 9999.0);
+            s.run(
+                Transport {
+                    playing: false,
+                    tempo,
+                    start_beats: 0.0,
+                },
+                (10.0 * SAMPLE_RATE) as u64,
+                1000,
+            );
+            let t0 = s.now;
             let len = Session::bar_samples(16.0, tempo);
             let play = Transport {
                 playing: true,
@@ -67,10 +80,10 @@ fn sixteen_bars_in_time_without_hanging_notes() {
                 );
                 assert!(n.pitch <= 127);
             }
-            let on_grid = assert_on_grid(&notes, 0, len, 0.0, tempo);
+            let on_grid = assert_on_grid(&notes, t0, t0 + len, 0.0, tempo);
             assert_eq!(on_grid, notes.len());
             // Bars are filled: notes reach the last bar.
-            let last_bar_start = Session::bar_samples(15.0, tempo);
+            let last_bar_start = t0 + Session::bar_samples(15.0, tempo);
             assert!(notes.iter().any(|n| n.start >= last_bar_start));
             let (lo, hi) = notes
                 .iter()

@@ -1,5 +1,5 @@
 //! AR-VAE orders its attributes on their own dimensions; the β-VAE trained the same way orders
-//! them less, even when every one of its dimensions may compete (DESIGN.md §6).
+//! them less, even when every one of its dimensions may compete (docs/architecture.md §6).
 //!
 //! Both models train with the demo's settings on the built-in synthetic melodies, then Spearman
 //! rho between each regularized dimension and its attribute is measured on the validation split

@@ -1,6 +1,6 @@
 //! The image variants: `data fetch --mnist`, `data build --collection morpho-mnist|dsprites`,
 //! and `train` / `eval` when the dataset file is an image dataset (convolutional VAEs of the
-//! paper's Table 2, DESIGN.md §6 defaults).
+//! paper's Table 2, docs/architecture.md §6 defaults).
 
 use crate::eval_cmd::Evaluation;
 use anyhow::{bail, Context, Result};
@@ -338,7 +338,7 @@ pub fn train(r: TrainRequest) -> Result<()> {
     };
     let mut cfg =
         ImageTrainConfig::paper(&ds.header.collection, kind).map_err(anyhow::Error::msg)?;
-    // Image defaults (DESIGN.md §6) unless a flag was typed.
+    // Image defaults (docs/architecture.md §6) unless a flag was typed.
     if given("epochs") {
         cfg.epochs = r.epochs;
     }

@@ -83,9 +83,14 @@ impl Settings {
         (self.phrase as usize).clamp(1, MAX_PHRASE)
     }
 
-    /// Knob targets in attribute units.
+    /// Knob targets in attribute units. A bar's contour can't exceed its pitch range, so a
+    /// contour knob past the range knob raises the range target to it (the contour knob asks
+    /// for that leap; matching would otherwise split the difference and reach neither).
     pub fn targets(&self) -> [f32; 4] {
-        std::array::from_fn(|i| KNOBS[i].to_attribute(self.knobs[i]))
+        let mut t: [f32; 4] = std::array::from_fn(|i| KNOBS[i].to_attribute(self.knobs[i]));
+        let (range, contour) = (Attribute::PitchRange.index(), Attribute::Contour.index());
+        t[range] = t[range].max(t[contour].abs());
+        t
     }
 }
 
@@ -97,6 +102,18 @@ const CALIBRATION_SEED: u64 = 0xCA11_B4A7;
 const CAL_GRID: usize = 17;
 const CAL_CODES: usize = 12;
 
+/// The 5-95 % span of `a` in the training data, from the checkpoint's calibration (21
+/// quantiles: the second and the second-to-last).
+fn data_span(ck: &Checkpoint, a: Attribute, dim: usize) -> Option<(f32, f32)> {
+    let c = ck
+        .meta
+        .calibration
+        .iter()
+        .find(|c| c.attribute == a.name() && c.latent_dim == dim)?;
+    let p = &c.points;
+    (p.len() >= 3).then(|| (p[1].1, p[p.len() - 2].1))
+}
+
 /// A model ready to compose: decoder, prior, pitch range and knob maps; see the module docs.
 pub struct Composer {
     model: InferModel,
@@ -105,6 +122,8 @@ pub struct Composer {
     sampler: FreeSampler,
     /// Prior mean of each regularized dimension.
     regularized_mean: [f32; 4],
+    /// What each knob reaches (attribute units), see [`Composer::reach`].
+    reach: [(f32, f32); 4],
     prior_stored: bool,
     u: Vec<f32>,
     e: Vec<f32>,
@@ -150,6 +169,7 @@ impl Composer {
             maps: encoder_maps.clone(),
             sampler,
             regularized_mean: dims.map(|i| prior.mean[i]),
+            reach: [(0.0, 0.0); 4],
             prior_stored: meta.prior.is_some(),
             u: vec![0.0; d],
             e: vec![0.0; d],
@@ -160,6 +180,9 @@ impl Composer {
             if let Some(m) = c.decoder_map(i, &encoder_maps[i]) {
                 c.maps[i] = m;
             }
+            let (lo, hi) = c.maps[i].attribute_range();
+            let (dlo, dhi) = data_span(ck, Attribute::ALL[i], dims[i]).unwrap_or((lo, hi));
+            c.reach[i] = (lo.min(dlo), hi.max(dhi));
         }
         Ok(c)
     }
@@ -222,9 +245,12 @@ impl Composer {
         &self.maps
     }
 
-    /// What knob `i` reaches through the decoder, in knob units (lowest, highest).
+    /// What knob `i` reaches, in knob units (lowest, highest): the range of its knob map
+    /// (the median bar through the decoder with the knob alone moving its dimension), widened to
+    /// the 5-95 % span of the attribute in the training data, which target matching reaches
+    /// by moving all four dimensions (`arvae-trainer score` measures how near it gets).
     pub fn reach(&self, i: usize) -> (f32, f32) {
-        let (lo, hi) = self.maps[i].attribute_range();
+        let (lo, hi) = self.reach[i];
         (KNOBS[i].from_attribute(lo), KNOBS[i].from_attribute(hi))
     }
 
@@ -329,5 +355,70 @@ impl Composer {
         let anchor = (range.0 as f32 + range.1 as f32) / 2.0;
         let shift = fit_shift(&m, settings.key, range, before, anchor);
         Ok(transposed(&m, shift))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contour_past_the_range_knob_raises_the_range_target() {
+        let mut s = Settings::default();
+        s.knobs = [10.0, 5.0, 4.0, -12.0];
+        let t = s.targets();
+        assert_eq!(t[1], 12.0 / 26.0);
+        assert_eq!(t[3], -12.0 / 26.0);
+        assert_eq!(t[2], 4.0 / 24.0);
+        s.knobs[3] = 3.0;
+        assert_eq!(s.targets()[1], 5.0 / 26.0);
+    }
+
+    #[test]
+    #[cfg(feature = "builtin-models")]
+    fn phrases_are_pure_and_return() {
+        let ck = Checkpoint::from_bytes(crate::builtin::BUILTINS[0].bytes, "bach").unwrap();
+        let mut c = Composer::from_checkpoint(&ck).unwrap();
+        assert!(c.has_prior());
+        let s = Settings {
+            variation: 0.0,
+            seed: 4,
+            ..Settings::default()
+        };
+        let (mut a, mut b) = ([Measure::rest(); MAX_PHRASE], [Measure::rest(); MAX_PHRASE]);
+        c.phrase(&s, 0, &mut a).unwrap();
+        c.phrase(&s, 5, &mut b).unwrap();
+        // Variation 0: phrase 5 is phrase 0 again; bar() agrees with phrase().
+        assert_eq!(a[..4], b[..4]);
+        assert_eq!(c.bar(&s, 22).unwrap(), a[2]);
+        // Motion 0: one bar; motion 1: several.
+        let still = Settings { motion: 0.0, ..s };
+        c.phrase(&still, 0, &mut a).unwrap();
+        assert!(a[..4].iter().all(|m| *m == a[0]));
+        let moving = Settings { motion: 1.0, ..s };
+        c.phrase(&moving, 0, &mut a).unwrap();
+        assert!(a[..4].windows(2).any(|w| w[0] != w[1]));
+        // Variation 1: a returning phrase is new.
+        let varied = Settings {
+            variation: 1.0,
+            ..moving
+        };
+        c.phrase(&varied, 0, &mut a).unwrap();
+        c.phrase(&varied, 1, &mut b).unwrap();
+        assert_ne!(a[..4], b[..4]);
+        // Every bar stays inside the trained range and, in C major, mostly in the scale.
+        let key = Key::default();
+        let notes: Vec<u8> = a[..4]
+            .iter()
+            .chain(&b[..4])
+            .flat_map(|m| m.tokens().iter().copied().filter(|&t| t < 128))
+            .collect();
+        assert!(notes.iter().all(|&p| (55..=84).contains(&p)), "{notes:?}");
+        let inside = notes.iter().filter(|&&p| key.contains(p as i32)).count();
+        assert!(
+            inside * 10 >= notes.len() * 8,
+            "{inside} of {}",
+            notes.len()
+        );
     }
 }

@@ -248,8 +248,18 @@ mod tests {
         assert_eq!(p.covariance, vec![2.0, 1.0, 1.0, 2.0]);
         assert_eq!(p.measures, 2);
         assert!(CodePrior::from_posteriors(&[], &[], 2).is_none());
-        let codes = CodePrior::from_codes(&[1.0, 0.0, 3.0, 2.0], 2).unwrap();
-        assert_eq!(codes.covariance, vec![1.0, 1.0, 1.0, 1.0 + 0.0]);
+        // Codes (1, 0), (3, 2), (2, 4): mean (2, 2), covariance [[2/3, 2/3], [2/3, 8/3]].
+        let codes = CodePrior::from_codes(&[1.0, 0.0, 3.0, 2.0, 2.0, 4.0], 2).unwrap();
+        assert_eq!(codes.mean, vec![2.0, 2.0]);
+        for (got, want) in codes
+            .covariance
+            .iter()
+            .zip([2.0 / 3.0, 2.0 / 3.0, 2.0 / 3.0, 8.0 / 3.0])
+        {
+            assert!((got - want).abs() < 1e-6, "{:?}", codes.covariance);
+        }
+        // Two codes on a line: a singular covariance is no prior.
+        assert!(CodePrior::from_codes(&[1.0, 0.0, 3.0, 2.0], 2).is_none());
         assert!(CodePrior::from_posteriors(&[f32::NAN, 0.0], &[0.0, 0.0], 2).is_none());
     }
 

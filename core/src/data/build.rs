@@ -54,7 +54,7 @@ pub struct BuildOptions {
     pub collection: Collection,
     /// The music21 wheel for `Bach` and `Folk`.
     pub corpus: Option<PathBuf>,
-    /// Add every transposition inside MIDI 55..=84 (DESIGN.md §2). Off: the original only, if it fits.
+    /// Add every transposition inside MIDI 55..=84 (docs/architecture.md §2). Off: the original only, if it fits.
     pub transpose: bool,
     /// Number of synthetic pieces (4 bars each).
     pub synthetic_pieces: usize,

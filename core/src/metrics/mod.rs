@@ -1,5 +1,5 @@
 //! Disentanglement metrics as the AR-VAE reference computes them (`utils/evaluation.py`,
-//! DESIGN.md §7, reference-code.md §5). Candle-free.
+//! docs/architecture.md §7, reference-code.md §5). Candle-free.
 //!
 //! Mutual information is the KSG estimator of scikit-learn's `mutual_info_regression`
 //! (k = 3, Chebyshev, unit-variance scaling, seeded 1e-10 jitter, clipped at 0), see [`ksg`].

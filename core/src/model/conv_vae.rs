@@ -1,6 +1,6 @@
 //! The convolutional image VAEs of the paper's Table 2 in candle (dSprites and Morpho-MNIST),
 //! their Bernoulli loss (binary cross-entropy with logits, summed over the pixels of an
-//! image, mean over the batch) and one training step with the AR loss of DESIGN.md §6.
+//! image, mean over the batch) and one training step with the AR loss of docs/architecture.md §6.
 //!
 //! Parameter names and shapes are the checkpoint contract in
 //! [`crate::image_model::conv_vae_shapes`]; initial values are PyTorch's defaults for

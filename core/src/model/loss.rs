@@ -1,4 +1,4 @@
-//! MeasureVAE losses (DESIGN.md §6): reconstruction cross-entropy, KL to N(0, I), and the
+//! MeasureVAE losses (docs/architecture.md §6): reconstruction cross-entropy, KL to N(0, I), and the
 //! attribute-regularization (AR) loss of Pati & Lerch, on the sampled z.
 
 use candle_core::{DType, Result, Tensor, D};

@@ -1,4 +1,4 @@
-//! MeasureVAE (DESIGN.md §5): a bidirectional GRU encoder and a hierarchical beat/tick GRU
+//! MeasureVAE (docs/architecture.md §5): a bidirectional GRU encoder and a hierarchical beat/tick GRU
 //! decoder over one 24-token measure, built exactly as the reference.
 //!
 //! Parameter names and shapes are the checkpoint contract in

@@ -1,4 +1,4 @@
-//! MeasureVAE in candle (DESIGN.md §5, §6): the GRU stack, the model, the losses, Adam with
+//! MeasureVAE in candle (docs/architecture.md §5, §6): the GRU stack, the model, the losses, Adam with
 //! exportable state, and one training step.
 //!
 //! Randomness is explicit: every function that samples (z, dropout masks, the teacher-forcing

@@ -1,4 +1,4 @@
-//! One MeasureVAE training step and one evaluation step (DESIGN.md §6); the epoch loop lives
+//! One MeasureVAE training step and one evaluation step (docs/architecture.md §6); the epoch loop lives
 //! in the trainer.
 
 use candle_core::{DType, Device, Result, Tensor};

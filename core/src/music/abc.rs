@@ -1,5 +1,5 @@
 //! ABC notation importer for the folk collections of the music21 wheel and for users' `.abc` files
-//! (DESIGN.md §4). No crate handles these collections, so this is our own parser of the subset of
+//! (docs/architecture.md §4). No crate handles these collections, so this is our own parser of the subset of
 //! ABC 2.1 that melodies need.
 //!
 //! - Tunes are split on `X:` (a blank line ends a tune, as in ABC 2.1); text before the first `X:`

@@ -1,4 +1,4 @@
-//! The four musical attributes of a measure, exactly as the reference computes them (DESIGN.md §3).
+//! The four musical attributes of a measure, exactly as the reference computes them (docs/architecture.md §3).
 
 use super::token::{is_note, Measure, TICKS_PER_MEASURE};
 use serde::{Deserialize, Serialize};

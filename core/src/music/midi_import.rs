@@ -1,4 +1,4 @@
-//! Reads a monophonic melody from a Standard MIDI File (user data, DESIGN.md §4).
+//! Reads a monophonic melody from a Standard MIDI File (user data, docs/architecture.md §4).
 //!
 //! - **Which notes**: the track given in [`MidiImportOptions::track`] (all its channels), else
 //!   the most monophonic line of the file: notes are grouped by (track, channel), so a format-0

@@ -1,4 +1,4 @@
-//! The fixed 132-token vocabulary and the non-uniform 24-tick measure grid (DESIGN.md §2).
+//! The fixed 132-token vocabulary and the non-uniform 24-tick measure grid (docs/architecture.md §2).
 
 use std::fmt;
 

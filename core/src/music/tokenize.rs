@@ -1,4 +1,4 @@
-//! Cuts a [`Melody`] into barline-aligned 4-beat measures on the 24-tick grid (DESIGN.md §2).
+//! Cuts a [`Melody`] into barline-aligned 4-beat measures on the 24-tick grid (docs/architecture.md §2).
 //!
 //! Bars of 4/4, C, 2/2 and C| are one window each. Bars of 2/4 are paired: two consecutive bars
 //! make one window, starting at the first full bar. A pickup bar is padded with `START` in front,

@@ -1,7 +1,7 @@
 //! A native CPU training engine for MeasureVAE: hand-written forward and backward passes on
 //! preallocated buffers and `gemm`, no candle (feature `native`, part of `train`).
 //!
-//! It is the same model as `model::MeasureVae` (DESIGN.md §5, §6): the same parameter names
+//! It is the same model as `model::MeasureVae` (docs/architecture.md §5, §6): the same parameter names
 //! and shapes (checkpoints are interchangeable), the same losses, Adam with the same update
 //! and state names (`--resume` works across engines), and the same randomness: [`StepNoise`]
 //! draws dropout masks and eps from an RNG in the order the candle model does, so one seed
