@@ -339,9 +339,8 @@ impl Composer {
         settings: &Settings,
         before: Option<Register>,
     ) -> Result<Measure, InferError> {
-        let t = settings.targets();
-        for i in 0..4 {
-            self.z[self.dims[i]] = self.maps[i].latent(t[i]);
+        for ((dim, map), t) in self.dims.iter().zip(&self.maps).zip(settings.targets()) {
+            self.z[*dim] = map.latent(t);
         }
         let targets = self.steer_targets(settings);
         let passes = if settings.match_targets {
@@ -364,8 +363,10 @@ mod tests {
 
     #[test]
     fn contour_past_the_range_knob_raises_the_range_target() {
-        let mut s = Settings::default();
-        s.knobs = [10.0, 5.0, 4.0, -12.0];
+        let mut s = Settings {
+            knobs: [10.0, 5.0, 4.0, -12.0],
+            ..Settings::default()
+        };
         let t = s.targets();
         assert_eq!(t[1], 12.0 / 26.0);
         assert_eq!(t[3], -12.0 / 26.0);
