@@ -50,7 +50,9 @@ fn a_real_time_loop_replays_the_same_bars() {
     s.pace = Some(4.0);
     s.loop_beats = Some((0.0, 16.0));
     s.set_plain("Variation", 5.0, 0.0, 9999.0);
-    stopped(&mut s, 0.0, 0.5);
+    // A second of wall time before Play: the first phrase is decoded in tens of milliseconds,
+    // but CI machines are loaded.
+    stopped(&mut s, 0.0, 4.0);
     let bars4 = Session::bar_samples(4.0, TEMPO);
     let mut passes = Vec::new();
     for _ in 0..3 {
@@ -87,7 +89,7 @@ fn a_knob_moved_while_stopped_is_heard_in_the_first_bar() {
             tempo: TEMPO,
             start_beats: 0.0,
         },
-        24_000,
+        96_000, // one second of wall time at 2x
         BLOCK,
     );
     let origin = s.now;

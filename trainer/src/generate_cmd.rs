@@ -123,6 +123,27 @@ impl ComposeArgs {
         })
     }
 
+    /// Fails when a knob is given that the model has no calibration for (a β-VAE, or a model
+    /// trained with fewer attributes).
+    pub fn check_regularized(&self, ck: &Checkpoint, path: &Path) -> Result<()> {
+        let given = [
+            self.rhythmic_complexity,
+            self.pitch_range,
+            self.note_density,
+            self.contour,
+        ];
+        for (a, v) in Attribute::ALL.iter().zip(given) {
+            if v.is_some() && !ck.meta.calibration.iter().any(|c| c.attribute == a.name()) {
+                bail!(
+                    "{}: this model does not regularize {}, so it has no knob for it",
+                    path.display(),
+                    a.name()
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// Transpose and snapping, on the way out.
     pub fn pitch_map(&self, s: &Settings) -> PitchMap {
         PitchMap {
@@ -223,6 +244,8 @@ pub fn generate(a: GenerateArgs) -> Result<()> {
         inputs.push(e);
     }
     check_output(&a.out, &inputs)?;
+    let ck = load_checkpoint_or_builtin(&a.checkpoint)?;
+    a.compose.check_regularized(&ck, &a.checkpoint)?;
     let (mut c, _) = composer(&a.checkpoint)?;
     let measures = match &a.encode {
         Some(input) => transform_file(&mut c, &settings, input)?,

@@ -173,9 +173,9 @@ fn train_resume_generate() {
         "--checkpoint",
         s(&ck),
         "--note-density",
-        "0.3",
+        "7",
         "--contour",
-        "0.1",
+        "2",
         "--bars",
         "3",
         "--seed",
@@ -190,7 +190,7 @@ fn train_resume_generate() {
         "--checkpoint",
         s(&ck),
         "--note-density",
-        "7",
+        "40",
         "--out",
         s(&mid),
     ]);
@@ -203,7 +203,7 @@ fn train_resume_generate() {
         "--encode",
         s(&mid),
         "--pitch-range",
-        "0.2",
+        "5",
         "--out",
         s(&dir.path().join("t.mid")),
     ]);
@@ -233,7 +233,7 @@ fn train_resume_generate() {
         "--checkpoint",
         s(&beta.join("model.safetensors")),
         "--pitch-range",
-        "0.2",
+        "5",
         "--out",
         s(&mid),
     ]);
@@ -254,18 +254,18 @@ fn train_resume_generate() {
         "--checkpoint",
         "bach",
         "--note-density",
-        "0.5",
+        "9",
         "--bars",
         "6",
         "--out",
         s(&mid),
     ];
-    let plain = density(&ok(&args));
-    let mut matched_args = args.to_vec();
-    matched_args.push("--match-targets");
-    let matched = density(&ok(&matched_args));
+    let matched = density(&ok(&args));
+    let mut plain_args = args.to_vec();
+    plain_args.push("--no-match");
+    let plain = density(&ok(&plain_args));
     assert_eq!((plain.len(), matched.len()), (6, 6));
-    let miss = |v: &[f64]| v.iter().map(|d| (d - 0.5).abs()).sum::<f64>();
+    let miss = |v: &[f64]| v.iter().map(|d| (d - 9.0).abs()).sum::<f64>();
     assert!(miss(&matched) <= miss(&plain), "{matched:?} vs {plain:?}");
     let e = fails(&["generate", "--checkpoint", "mozart", "--out", s(&mid)]);
     assert!(e.contains("mozart") && e.contains("bach"), "{e}");
