@@ -476,3 +476,45 @@ fn newer_or_broken_state_never_stops_the_plugin() {
         assert!(!notes(&b.events).is_empty(), "{what} state: no notes");
     }
 }
+
+#[test]
+fn parameters_read_as_numbers_with_units_and_lists_as_steps() {
+    use clack_extensions::params::PluginParams;
+    use std::ffi::CString;
+    let mut s = Session::new(512, true, None);
+    let h = s.instance.plugin_handle();
+    let params: PluginParams = h.get_extension().expect("params extension");
+    let text = |name: &str, v: f64| -> String {
+        let (id, _, _) = s.ids[name];
+        let mut buf = [0u8; 256];
+        let t = params
+            .value_to_text(&h, id, v, &mut buf)
+            .expect("value to text");
+        String::from_utf8_lossy(t)
+            .trim_end_matches('\0')
+            .to_string()
+    };
+    let value = |name: &str, t: &str| -> Option<f64> {
+        let (id, _, _) = s.ids[name];
+        params.text_to_value(&h, id, &CString::new(t).unwrap())
+    };
+    // Continuous knobs are normalized 0..1 in CLAP: the number first, the unit after it.
+    let density_10 = (10.0 - 1.0) / 15.0;
+    assert_eq!(text("Note density", density_10), "10.0 notes");
+    assert_eq!(text("Contour", 0.75), "+12.0 semitones");
+    assert_eq!(text("Motion", 0.5), "50 %");
+    // Scripts set numbers, with or without the unit.
+    for t in ["10", "10.0", "10 notes"] {
+        let v = value("Note density", t).unwrap_or(f64::NAN);
+        assert!((v - density_10).abs() < 1e-6, "{t:?} -> {v}");
+    }
+    assert!(value("Note density", "lots").is_none());
+    // Lists are stepped, one step per entry, and show their names.
+    let (_, lo, hi) = s.ids["Scale"];
+    assert_eq!((lo, hi), (0.0, 11.0));
+    assert_eq!(text("Scale", 2.0), "Minor");
+    assert_eq!(text("Key", 2.0), "D");
+    assert_eq!(s.ids["Phrase"].2, 3.0);
+    assert_eq!(text("Phrase", 2.0), "4 bars");
+    assert_eq!(text("Transpose", 27.0), "+3 semitones");
+}
