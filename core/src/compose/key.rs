@@ -247,6 +247,28 @@ pub fn fit_shift(
     best.map_or(0, |b| b.2)
 }
 
+/// Onsets of `m` that no transposition brings into `scale` (the fewest outside over the 12
+/// roots); 0 for [`Scale::Any`].
+pub fn outside_any_key(m: &Measure, scale: Scale) -> usize {
+    if scale == Scale::Any {
+        return 0;
+    }
+    let mut classes = [0usize; 12];
+    for &t in m.tokens().iter().filter(|&&t| t < 128) {
+        classes[t as usize % 12] += 1;
+    }
+    let mask = scale.mask();
+    (0..12)
+        .map(|root| {
+            (0..12)
+                .filter(|&c| mask & (1 << ((c + 12 - root) % 12)) == 0)
+                .map(|c| classes[c])
+                .sum::<usize>()
+        })
+        .min()
+        .unwrap_or(0)
+}
+
 /// `m` with every onset moved by `shift` semitones (kept inside 0..=127 by octaves).
 pub fn transposed(m: &Measure, shift: i32) -> Measure {
     let mut out = *m;

@@ -23,12 +23,12 @@ pub mod prior;
 pub mod score;
 
 use crate::checkpoint::Checkpoint;
-use crate::infer::steer::{match_unit, steer, SteerTarget};
+use crate::infer::steer::{match_unit, steer_with, SteerTarget};
 use crate::infer::{InferError, InferModel};
 use crate::music::token::Measure;
 use crate::music::Attribute;
 
-use key::{fit_shift, transposed, Key, Register};
+use key::{fit_shift, outside_any_key, transposed, Key, Register, Scale};
 use knobs::{LatentMap, KNOBS};
 use prior::{mix, normals, CodePrior, FreeSampler};
 
@@ -93,6 +93,10 @@ impl Settings {
         t
     }
 }
+
+/// Cost of one note that no transposition brings into the key, in target matching (one unit
+/// is an audible step of one attribute, squared).
+const KEY_WEIGHT: f32 = 0.5;
 
 /// Stream id of the phrase-independent noise (shared by every return of a phrase).
 const SHARED: i64 = i64::MIN;
@@ -349,7 +353,20 @@ impl Composer {
             0
         };
         let mut m = Measure::rest();
-        steer(&mut self.model, &mut self.z, &targets, passes, &mut m)?;
+        // With a key, matching also prefers bars that some transposition puts wholly in it.
+        let scale = settings.key.scale;
+        let penalty = move |m: &Measure| match scale {
+            Scale::Any => 0.0,
+            s => KEY_WEIGHT * outside_any_key(m, s) as f32,
+        };
+        steer_with(
+            &mut self.model,
+            &mut self.z,
+            &targets,
+            passes,
+            &mut m,
+            &penalty,
+        )?;
         let range = self.pitch_range();
         let anchor = (range.0 as f32 + range.1 as f32) / 2.0;
         let shift = fit_shift(&m, settings.key, range, before, anchor);

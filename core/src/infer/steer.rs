@@ -66,7 +66,13 @@ pub fn attribute_error(m: &Measure, targets: &[SteerTarget]) -> f32 {
         .sum()
 }
 
-fn cost(m: &Measure, z: &[f32], start: &[f32; 8], targets: &[SteerTarget]) -> f32 {
+fn cost(
+    m: &Measure,
+    z: &[f32],
+    start: &[f32; 8],
+    targets: &[SteerTarget],
+    penalty: &dyn Fn(&Measure) -> f32,
+) -> f32 {
     let moved: f32 = targets
         .iter()
         .enumerate()
@@ -75,7 +81,7 @@ fn cost(m: &Measure, z: &[f32], start: &[f32; 8], targets: &[SteerTarget]) -> f3
             d * d
         })
         .sum();
-    attribute_error(m, targets) + STAY * moved
+    attribute_error(m, targets) + STAY * moved + penalty(m)
 }
 
 /// Joint candidates per pass (moves of all regularized dimensions at once, which coordinate
@@ -113,6 +119,19 @@ pub fn steer(
     passes: usize,
     out: &mut Measure,
 ) -> Result<f32, InferError> {
+    steer_with(model, z, targets, passes, out, &|_| 0.0)
+}
+
+/// [`steer`] with `penalty` added to every candidate's cost (for example notes that no
+/// transposition brings into the key); the result is still the attribute error alone.
+pub fn steer_with(
+    model: &mut InferModel,
+    z: &mut [f32],
+    targets: &[SteerTarget],
+    passes: usize,
+    out: &mut Measure,
+    penalty: &dyn Fn(&Measure) -> f32,
+) -> Result<f32, InferError> {
     assert!(targets.len() <= 8, "at most 8 steering targets");
     if let Some(t) = targets.iter().find(|t| t.dim >= z.len()) {
         return Err(InferError::Dimension {
@@ -125,7 +144,7 @@ pub fn steer(
     for (i, t) in targets.iter().enumerate() {
         start[i] = z[t.dim];
     }
-    let mut best = cost(out, z, &start, targets);
+    let mut best = cost(out, z, &start, targets, penalty);
     let mut cand = Measure::rest();
     let mut here = [0f32; 8];
     let mut k = 0;
@@ -137,7 +156,7 @@ pub fn steer(
             for o in OFFSETS {
                 z[t.dim] = center + size * o * t.step;
                 model.decode(z, &mut cand)?;
-                let c = cost(&cand, z, &start, targets);
+                let c = cost(&cand, z, &start, targets, penalty);
                 if c < best - 1e-7 {
                     best = c;
                     best_v = z[t.dim];
@@ -153,7 +172,7 @@ pub fn steer(
             }
             k += 1;
             model.decode(z, &mut cand)?;
-            let c = cost(&cand, z, &start, targets);
+            let c = cost(&cand, z, &start, targets, penalty);
             if c < best - 1e-7 {
                 best = c;
                 *out = cand;
