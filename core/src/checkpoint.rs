@@ -306,7 +306,7 @@ pub struct CheckpointMeta {
     /// The model's own distribution of codes (aggregate posterior of the training measures),
     /// from which generation draws the free dimensions; `None`: N(0, I).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub prior: Option<crate::compose::prior::CodePrior>,
+    pub prior: Option<crate::prior::CodePrior>,
     /// Lowest and highest MIDI pitch of the training data; the decoder never plays outside it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pitch_range: Option<(u8, u8)>,

@@ -12,6 +12,8 @@
 //! - [`checkpoint`]: the single-file checkpoint (safetensors + JSON metadata), candle-free.
 //! - [`compose`]: from one bar to music (prior, pitch range, knobs in musical units, key,
 //!   motion and phrases), shared by the plugin and `generate`.
+//! - [`prior`]: the model's own distribution of codes (stored in checkpoints) and seeded
+//!   normal streams.
 //! - [`infer`]: allocation-free encoder and greedy decoder on plain f32 weights, candle-free.
 
 #[cfg(feature = "builtin-models")]
@@ -29,5 +31,6 @@ pub mod model;
 pub mod music;
 #[cfg(feature = "native")]
 pub mod native;
+pub mod prior;
 #[cfg(feature = "train")]
 pub mod training;

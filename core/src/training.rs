@@ -5,7 +5,6 @@
 use crate::checkpoint::{
     AttributeDim, Calibration, Checkpoint, CheckpointMeta, DatasetInfo, TrainState,
 };
-use crate::compose::prior::CodePrior;
 use crate::data::{Dataset, Split};
 use crate::model::{
     eval_step, teacher_forcing_coin, train_step, Adam, AdamConfig, Batch, LossConfig, LossValues,
@@ -14,6 +13,7 @@ use crate::model::{MeasureVae, MeasureVaeConfig, RegularizedDim};
 use crate::music::attributes::Attribute;
 use crate::music::Measure;
 use crate::native::{dataset_batch, NativeEngine, NativeLoss};
+use crate::prior::CodePrior;
 use candle_core::{Device, Tensor};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -343,7 +343,7 @@ pub const CALIBRATION_POINTS: usize = 21;
 /// Calibration of each regularized attribute: quantiles of the latent means on its dimension
 /// against the same quantiles of the attribute, so a musical target maps to a latent value;
 /// and the Gaussian of the sampled codes of the same measures (the model's own prior, from
-/// which generation draws the free dimensions; see `compose::prior`).
+/// which generation draws the free dimensions; see `prior`).
 pub fn calibrate(
     model: &MeasureVae,
     ds: &Dataset,

@@ -20,7 +20,6 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::path::PathBuf;
 
-use crate::train_cmd;
 use std::time::Instant;
 
 #[derive(Args)]
@@ -202,7 +201,8 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     if a.infer_runs > 0 {
         // The shipped Bach model: the lockstep decoder's speed depends on how often a beat
         // ends in a hold, which random weights almost never do (its worst case, also shown).
-        let trained = train_cmd::load_checkpoint_or_builtin(std::path::Path::new("bach"))?;
+        let trained =
+            crate::generate_cmd::load_checkpoint_or_builtin(std::path::Path::new("bach"))?;
         for (name, ck) in [
             ("bach model", trained),
             ("random weights", random_checkpoint(&cfg, a.seed)),

@@ -375,5 +375,6 @@ pub fn demo(a: DemoArgs) -> Result<()> {
     };
     let ds = build_and_save(&opts, &path, true)?;
     print_stats(&path, &stats(&ds));
-    crate::train_cmd::demo_train(&ds, &a.out, a.epochs)
+    crate::train_cmd::demo_train(&ds, &a.out, a.epochs)?;
+    crate::generate_cmd::demo_sweeps(&a.out)
 }

@@ -8,19 +8,17 @@ use anyhow::{bail, Context, Result};
 use arvae_core::checkpoint::Checkpoint;
 use arvae_core::compose::key::{root_from_name, Key, PitchMap, Scale};
 use arvae_core::compose::knobs::KNOBS;
-use arvae_core::compose::prior::CodePrior;
 use arvae_core::compose::score::{near_knob, score, Score};
 use arvae_core::compose::{Composer, Settings, MAX_PHRASE};
 use arvae_core::data::{Dataset, Split};
 use arvae_core::infer::InferModel;
 use arvae_core::music::attributes::attributes;
-use arvae_core::music::midi_export::{write_file, ExportOptions};
+use arvae_core::music::midi_export::{tracks_to_smf_bytes, write_file, ExportOptions};
 use arvae_core::music::midi_import::{self, MidiImportOptions};
 use arvae_core::music::token::Measure;
 use arvae_core::music::{tokenize, Attribute};
+use arvae_core::prior::CodePrior;
 use clap::Args;
-
-use crate::train_cmd::load_checkpoint_or_builtin;
 
 /// Most bars one `generate` call writes.
 pub const MAX_BARS: usize = 10_000;
@@ -180,13 +178,33 @@ pub struct GenerateArgs {
     bpm: f64,
 }
 
+/// A checkpoint file, or a shipped model by name when no file of that name exists.
+pub fn load_checkpoint_or_builtin(path: &Path) -> Result<Checkpoint> {
+    if !path.exists() {
+        if let Some(b) = path.to_str().and_then(arvae_core::builtin::builtin) {
+            return Ok(Checkpoint::from_bytes(b.bytes, b.name)?);
+        }
+    }
+    Checkpoint::load(path).with_context(|| {
+        format!(
+            "{} is neither a checkpoint nor a shipped model ({})",
+            path.display(),
+            arvae_core::builtin::names()
+        )
+    })
+}
+
 /// The composer of a checkpoint (or shipped model), with a message naming it on failure.
 pub fn composer(path: &Path) -> Result<(Composer, Checkpoint)> {
     let ck = load_checkpoint_or_builtin(path)?;
-    let c = Composer::from_checkpoint(&ck)
+    Ok((composer_for(&ck, path)?, ck))
+}
+
+/// The composer of a loaded checkpoint; `path` names it in errors.
+pub fn composer_for(ck: &Checkpoint, path: &Path) -> Result<Composer> {
+    Composer::from_checkpoint(ck)
         .map_err(anyhow::Error::msg)
-        .with_context(|| format!("{}: cannot build the decoder", path.display()))?;
-    Ok((c, ck))
+        .with_context(|| format!("{}: cannot build the decoder", path.display()))
 }
 
 /// Bars `start..start + n` under `settings`, phrase by phrase.
@@ -246,7 +264,7 @@ pub fn generate(a: GenerateArgs) -> Result<()> {
     check_output(&a.out, &inputs)?;
     let ck = load_checkpoint_or_builtin(&a.checkpoint)?;
     a.compose.check_regularized(&ck, &a.checkpoint)?;
-    let (mut c, _) = composer(&a.checkpoint)?;
+    let mut c = composer_for(&ck, &a.checkpoint)?;
     let measures = match &a.encode {
         Some(input) => transform_file(&mut c, &settings, input)?,
         None => compose_bars(&mut c, &settings, a.start_bar, a.bars)?,
@@ -593,5 +611,66 @@ fn fidelity(c: &mut Composer, base: &Settings, positions: usize, seeds: u32) -> 
             line.join(" ")
         );
     }
+    Ok(())
+}
+
+/// Knob positions per demo sweep.
+const SWEEP_STEPS: usize = 8;
+
+/// The demo's listening part: one sweep per knob from the shipped Bach model, through the
+/// composer the plugin plays (C major, the other knobs at their defaults, one melody whose
+/// knob moves bar by bar; the rhythm sweep moves note density with it), each sweep's measured
+/// attribute printed beside its knob.
+pub fn demo_sweeps(out: &Path) -> Result<()> {
+    let (mut c, _) = crate::generate_cmd::composer(Path::new("bach"))?;
+    println!("\nsweeps from the shipped Bach model ({SWEEP_STEPS} bars each, knob -> measured):");
+    let mut tracks = Vec::new();
+    for (i, k) in KNOBS.iter().enumerate() {
+        let (lo, hi) = c.reach(i);
+        let (lo, hi) = (lo.max(k.min), hi.min(k.max));
+        let mut bars = Vec::new();
+        let mut shown = Vec::new();
+        for j in 0..SWEEP_STEPS {
+            let v = lo + (hi - lo) * j as f32 / (SWEEP_STEPS - 1) as f32;
+            let mut s = Settings {
+                motion: 0.0,
+                phrase: 1,
+                variation: 0.0,
+                seed: 3,
+                ..Settings::default()
+            };
+            s.knobs[i] = v;
+            if k.attribute == Attribute::RhythmicComplexity {
+                // Off-beat onsets need notes: in the chorales rhythm and density have Spearman
+                // rho 0.98, so the rhythm sweep takes the density knob along.
+                let (dlo, dhi) = c.reach(Attribute::NoteDensity.index());
+                s.knobs[Attribute::NoteDensity.index()] =
+                    dlo + (dhi - dlo) * j as f32 / (SWEEP_STEPS - 1) as f32;
+            }
+            let m = c.bar(&s, 0)?;
+            shown.push(format!(
+                "{}->{}",
+                k.format(v),
+                k.format(k.from_attribute(k.attribute.of(&m)))
+            ));
+            bars.push(m);
+        }
+        println!("  {:<20} {}", k.label, shown.join(" "));
+        let path = out.join(format!("sweep_{}.mid", k.attribute.name()));
+        write_file(&path, &bars, &ExportOptions::default())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        tracks.push((k.attribute.name().to_string(), bars));
+    }
+    let all = out.join("sweeps.mid");
+    std::fs::write(
+        &all,
+        tracks_to_smf_bytes(&tracks, &ExportOptions::default()),
+    )
+    .with_context(|| format!("cannot write {}", all.display()))?;
+    println!(
+        "\nwrote {}/sweep_<attribute>.mid and {} (one track per attribute)",
+        out.display(),
+        all.display()
+    );
     Ok(())
 }

@@ -1,13 +1,9 @@
 //! `arvae-trainer train`, `generate` and the demo's training part.
 
 use anyhow::{bail, Context, Result};
-use arvae_core::checkpoint::Checkpoint;
-use arvae_core::compose::knobs::KNOBS;
-use arvae_core::compose::Settings;
 use arvae_core::data::{Dataset, Split};
 use arvae_core::model::LossValues;
 use arvae_core::music::attributes::Attribute;
-use arvae_core::music::midi_export::{tracks_to_smf_bytes, write_file, ExportOptions};
 use arvae_core::training::{self, Engine, EpochSummary, ModelKind, TrainConfig, TrainObserver};
 use candle_core::Device;
 use clap::{Args, ValueEnum};
@@ -95,22 +91,6 @@ pub struct TrainArgs {
     /// metadata).
     #[arg(long, default_value_t = 8192)]
     eval_measures: usize,
-}
-
-/// A checkpoint file, or a shipped model by name when no file of that name exists.
-pub fn load_checkpoint_or_builtin(path: &Path) -> Result<Checkpoint> {
-    if !path.exists() {
-        if let Some(b) = path.to_str().and_then(arvae_core::builtin::builtin) {
-            return Ok(Checkpoint::from_bytes(b.bytes, b.name)?);
-        }
-    }
-    Checkpoint::load(path).with_context(|| {
-        format!(
-            "{} is neither a checkpoint nor a shipped model ({})",
-            path.display(),
-            arvae_core::builtin::names()
-        )
-    })
 }
 
 fn parse_attribute(s: &str) -> Result<Attribute, String> {
@@ -307,72 +287,10 @@ pub fn demo_train(ds: &Dataset, out: &Path, epochs: usize) -> Result<()> {
     for (a, dim, rho) in training::attribute_order(&trained.model, ds, &Attribute::ALL)? {
         println!("  {:<20} dim {dim}  rho {rho:+.3}", a.name());
     }
-    demo_sweeps(out)?;
     println!(
         "\nyour own model: {} (try: arvae-trainer generate --checkpoint {} --note-density 6 --out melody.mid)",
         trained.paths.model.display(),
         trained.paths.model.display()
-    );
-    Ok(())
-}
-
-/// Knob positions per demo sweep.
-const SWEEP_STEPS: usize = 8;
-
-/// The demo's listening part: one sweep per knob from the shipped Bach model, through the
-/// composer the plugin plays (C major, the other knobs at their defaults, one melody whose
-/// knob moves bar by bar; the rhythm sweep moves note density with it), each sweep's measured
-/// attribute printed beside its knob.
-fn demo_sweeps(out: &Path) -> Result<()> {
-    let (mut c, _) = crate::generate_cmd::composer(Path::new("bach"))?;
-    println!("\nsweeps from the shipped Bach model ({SWEEP_STEPS} bars each, knob -> measured):");
-    let mut tracks = Vec::new();
-    for (i, k) in KNOBS.iter().enumerate() {
-        let (lo, hi) = c.reach(i);
-        let (lo, hi) = (lo.max(k.min), hi.min(k.max));
-        let mut bars = Vec::new();
-        let mut shown = Vec::new();
-        for j in 0..SWEEP_STEPS {
-            let v = lo + (hi - lo) * j as f32 / (SWEEP_STEPS - 1) as f32;
-            let mut s = Settings {
-                motion: 0.0,
-                phrase: 1,
-                variation: 0.0,
-                seed: 3,
-                ..Settings::default()
-            };
-            s.knobs[i] = v;
-            if k.attribute == Attribute::RhythmicComplexity {
-                // Off-beat onsets need notes: in the chorales rhythm and density have Spearman
-                // rho 0.98, so the rhythm sweep takes the density knob along.
-                let (dlo, dhi) = c.reach(Attribute::NoteDensity.index());
-                s.knobs[Attribute::NoteDensity.index()] =
-                    dlo + (dhi - dlo) * j as f32 / (SWEEP_STEPS - 1) as f32;
-            }
-            let m = c.bar(&s, 0)?;
-            shown.push(format!(
-                "{}->{}",
-                k.format(v),
-                k.format(k.from_attribute(k.attribute.of(&m)))
-            ));
-            bars.push(m);
-        }
-        println!("  {:<20} {}", k.label, shown.join(" "));
-        let path = out.join(format!("sweep_{}.mid", k.attribute.name()));
-        write_file(&path, &bars, &ExportOptions::default())
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        tracks.push((k.attribute.name().to_string(), bars));
-    }
-    let all = out.join("sweeps.mid");
-    std::fs::write(
-        &all,
-        tracks_to_smf_bytes(&tracks, &ExportOptions::default()),
-    )
-    .with_context(|| format!("cannot write {}", all.display()))?;
-    println!(
-        "\nwrote {}/sweep_<attribute>.mid and {} (one track per attribute)",
-        out.display(),
-        all.display()
     );
     Ok(())
 }

@@ -2,7 +2,7 @@
 //! decode worker and `arvae-trainer generate` (same model, settings, seed and bar index: the
 //! same bar). See `docs/architecture.md`, "From one bar to music".
 //!
-//! - **Prior** ([`prior`]): the free latent dimensions are drawn from the model's own
+//! - **Prior** ([`crate::prior`]): the free latent dimensions are drawn from the model's own
 //!   distribution of codes (stored in the checkpoint), not from N(0, I).
 //! - **Range**: the decoder never chooses a pitch outside the range the model was trained on.
 //! - **Knobs** ([`knobs`]): targets in musical units (notes per bar, semitones, percent) map to
@@ -19,7 +19,6 @@
 
 pub mod key;
 pub mod knobs;
-pub mod prior;
 pub mod score;
 
 use crate::checkpoint::Checkpoint;
@@ -28,9 +27,9 @@ use crate::infer::{InferError, InferModel};
 use crate::music::token::Measure;
 use crate::music::Attribute;
 
+use crate::prior::{mix, normals, CodePrior, FreeSampler};
 use key::{fit_shift, outside_any_key, transposed, Key, Register, Scale};
 use knobs::{LatentMap, KNOBS};
-use prior::{mix, normals, CodePrior, FreeSampler};
 
 /// Longest phrase, in bars.
 pub const MAX_PHRASE: usize = 8;
