@@ -5,7 +5,7 @@
 //! Without a checkpoint path it uses random weights of the default sizes. The speed of the
 //! plain decoder and the encoder does not depend on the values; the lockstep decoder's does
 //! (random weights rarely end a beat in a hold, so nearly every guess is wrong: its worst
-//! case), so pass a trained model (`models/bach.safetensors`) for the figure users get.
+//! case), so pass a trained model (`core/models/bach.safetensors`) for the figure users get.
 //! Every kernel variant this CPU supports runs with f32 and f16 weights
 //! (except the portable kernel with f16, whose software conversion is only a fallback), among
 //! them `avx2+fma auto-vectorized` with f32: the implementation before the hand-written

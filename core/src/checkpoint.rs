@@ -364,7 +364,7 @@ pub struct CheckpointError {
 }
 
 impl CheckpointError {
-    fn new(file: &str, problem: impl Into<String>) -> Self {
+    pub(crate) fn new(file: &str, problem: impl Into<String>) -> Self {
         CheckpointError {
             file: file.to_string(),
             problem: problem.into(),

@@ -201,8 +201,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     if a.infer_runs > 0 {
         // The shipped Bach model: the lockstep decoder's speed depends on how often a beat
         // ends in a hold, which random weights almost never do (its worst case, also shown).
-        let trained =
-            crate::generate_cmd::load_checkpoint_or_builtin(std::path::Path::new("bach"))?;
+        let trained = arvae_core::builtin::load_checkpoint(std::path::Path::new("bach"))?;
         for (name, ck) in [
             ("bach model", trained),
             ("random weights", random_checkpoint(&cfg, a.seed)),

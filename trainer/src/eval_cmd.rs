@@ -1,6 +1,7 @@
 //! `arvae-trainer eval` and `compare`: the paper's disentanglement metrics for checkpoints.
 
 use anyhow::{bail, Context, Result};
+use arvae_core::builtin::load_checkpoint;
 use arvae_core::checkpoint::Checkpoint;
 use arvae_core::data::{Dataset, Split};
 use arvae_core::metrics::{compute_metrics, Matrix, MetricsConfig, MetricsData, MetricsReport};
@@ -18,7 +19,7 @@ pub const REFERENCE_MAX_POINTS: usize = 51_456;
 
 #[derive(Args)]
 pub struct EvalArgs {
-    /// Checkpoint to evaluate.
+    /// Checkpoint to evaluate, or a shipped model's name (bach, folk).
     #[arg(long)]
     checkpoint: PathBuf,
     /// Dataset file (the one the model was trained on, or another with the same vocabulary).
@@ -54,7 +55,7 @@ pub struct EvalArgs {
 
 #[derive(Args)]
 pub struct CompareArgs {
-    /// Checkpoints (e.g. runs/*/model.safetensors).
+    /// Checkpoints (e.g. runs/*/model.safetensors) or shipped models' names.
     #[arg(required = true)]
     checkpoints: Vec<PathBuf>,
     /// Dataset to evaluate on when a checkpoint has no stored evaluation (or with --recompute).
@@ -233,7 +234,7 @@ pub fn eval(a: EvalArgs) -> Result<()> {
             a.data.display()
         );
     }
-    let ck = Checkpoint::load(&a.checkpoint)?;
+    let ck = load_checkpoint(&a.checkpoint)?;
     let ds = Dataset::load(&a.data)?;
     check_compatible(&ck, &a.checkpoint, &ds, &a.data)?;
     let model = MeasureVae::from_checkpoint(&ck, &Device::Cpu)
@@ -356,7 +357,7 @@ pub fn compare(a: CompareArgs) -> Result<()> {
     };
     let mut rows: Vec<(String, String, Evaluation)> = Vec::new();
     for path in &a.checkpoints {
-        let ck = Checkpoint::load(path)?;
+        let ck = load_checkpoint(path)?;
         let kind = if ck.meta.attributes.is_empty() {
             "beta-vae"
         } else {

@@ -468,7 +468,7 @@ pub fn eval(
     json: Option<&Path>,
     content: Option<(&Path, usize, usize)>,
 ) -> Result<()> {
-    let ck = Checkpoint::load(checkpoint)?;
+    let ck = arvae_core::builtin::load_checkpoint(checkpoint)?;
     let ds = ImageDataset::load(data)?;
     if ck.meta.dataset.collection != ds.header.collection {
         bail!(

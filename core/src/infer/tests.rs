@@ -423,7 +423,7 @@ fn reruns(m: &Measure) -> usize {
 fn lockstep_decoding_equals_plain_decoding_bit_for_bit() {
     let trained = Checkpoint::load(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../models/bach.safetensors"
+        "/models/bach.safetensors"
     ))
     .unwrap();
     let deep = MeasureVaeConfig {

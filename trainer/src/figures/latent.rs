@@ -84,7 +84,7 @@ pub struct Loaded {
 
 /// Loads a checkpoint and a dataset and checks that they belong together.
 pub fn load(checkpoint: &Path, data: &Path) -> Result<Loaded> {
-    let ck = Checkpoint::load(checkpoint)?;
+    let ck = arvae_core::builtin::load_checkpoint(checkpoint)?;
     let ds = Dataset::load(data)?;
     crate::eval_cmd::check_compatible(&ck, checkpoint, &ds, data)?;
     let model = MeasureVae::from_checkpoint(&ck, &Device::Cpu)

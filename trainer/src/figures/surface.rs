@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 #[derive(Args)]
 pub struct SurfaceArgs {
-    /// Checkpoint (model.safetensors or best.safetensors of a run).
+    /// Checkpoint (model.safetensors or best.safetensors of a run), or a shipped model's name.
     #[arg(long)]
     pub checkpoint: PathBuf,
     /// Dataset the model was trained on (checks the vocabulary; finds a β-VAE's dimensions).

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 #[derive(Args)]
 pub struct TraverseArgs {
-    /// Checkpoint (model.safetensors or best.safetensors of a run).
+    /// Checkpoint (model.safetensors or best.safetensors of a run), or a shipped model's name.
     #[arg(long)]
     pub checkpoint: PathBuf,
     /// Dataset the test measures (or images, for an image model) come from.
@@ -461,7 +461,7 @@ pub fn run(a: &TraverseArgs, quiet: bool) -> Result<TraverseIndex> {
 pub fn traverse(a: TraverseArgs) -> Result<()> {
     if arvae_core::data::images::is_image_dataset(&a.data) {
         check_args(&a)?;
-        let ck = arvae_core::checkpoint::Checkpoint::load(&a.checkpoint)?;
+        let ck = arvae_core::builtin::load_checkpoint(&a.checkpoint)?;
         if ck.meta.model_kind != arvae_core::image_model::CONV_VAE_KIND {
             bail!(
                 "{} is an image dataset, but {} is a {} checkpoint (train one on the images)",
