@@ -434,13 +434,25 @@ pub struct TrainOutcome {
     pub paths: RunPaths,
 }
 
-/// Trains on `ds` into the folder `out`. With `resume`, continues from `out/model.safetensors`
-/// (same settings and data required); without it, refuses to overwrite an existing run.
+/// Where a run's weights come from.
+#[derive(Clone, Copy)]
+pub enum Start<'a> {
+    /// A new model from the seed; an existing run in `out` is refused.
+    Fresh,
+    /// `out/model.safetensors`, with its optimizer state (same settings and data required);
+    /// a fresh start where there is none yet.
+    Resume,
+    /// The weights of another model (fine-tuning: `train --init bach`), with a fresh optimizer.
+    /// Its model sizes must match the configuration's.
+    From(&'a Checkpoint),
+}
+
+/// Trains on `ds` into the folder `out`, starting as `start` says (docs/architecture.md §6).
 pub fn train(
     ds: &Dataset,
     cfg: &TrainConfig,
     out: &Path,
-    resume: bool,
+    start: Start<'_>,
     device: &Device,
     obs: &dyn TrainObserver,
 ) -> Result<TrainOutcome, TrainError> {
@@ -499,6 +511,7 @@ pub fn train(
         })
         .collect();
 
+    let resume = matches!(start, Start::Resume);
     let (model, mut adam, mut history, mut best) = if resume && paths.model.is_file() {
         let ck = Checkpoint::load(&paths.model)?;
         let prev: TrainingMeta = serde_json::from_value(ck.meta.training.clone()).map_err(|e| {
@@ -549,7 +562,10 @@ pub fn train(
                 paths.model.display()
             )));
         }
-        let model = MeasureVae::new(&cfg.model_config(), cfg.seed, device)?;
+        let model = match start {
+            Start::From(init) => initial_weights(init, cfg, device)?,
+            _ => MeasureVae::new(&cfg.model_config(), cfg.seed, device)?,
+        };
         let adam = Adam::new(
             model.named_vars(),
             AdamConfig {
@@ -677,6 +693,26 @@ pub fn train(
     })
 }
 
+/// The model a fine-tuning run starts from: `init`'s weights, which must have the sizes `cfg`
+/// trains.
+fn initial_weights(
+    init: &Checkpoint,
+    cfg: &TrainConfig,
+    device: &Device,
+) -> Result<MeasureVae, TrainError> {
+    let want = cfg.model_config();
+    let have = init
+        .meta
+        .measure_vae_config()
+        .map_err(|e| TrainError::Config(format!("the model to start from: {e}")))?;
+    if have != want {
+        return Err(TrainError::Config(format!(
+            "the model to start from has other sizes ({have:?}) than this run ({want:?}); use its --latent"
+        )));
+    }
+    Ok(MeasureVae::from_checkpoint(init, device)?)
+}
+
 impl TrainConfig {
     fn attributes_for_calibration(&self) -> Vec<Attribute> {
         if self.model == ModelKind::ArVae {
@@ -753,5 +789,75 @@ mod tests {
         assert_eq!(batches_of(&idx, 4).len(), 2);
         assert_eq!(batches_of(&idx, 20).len(), 1);
         assert!(batches_of(&[], 4).is_empty());
+    }
+
+    /// A run started from another model's weights begins where that model is (its first
+    /// epoch beats a fresh run's), and a model of other sizes is refused.
+    #[test]
+    fn fine_tuning_starts_from_the_given_weights() {
+        let build = |pieces, seed| {
+            let opts = crate::data::build::BuildOptions {
+                synthetic_pieces: pieces,
+                seed,
+                ..Default::default()
+            };
+            crate::data::build::build(&opts, &crate::data::build::Silent).unwrap()
+        };
+        let (base, mine) = (build(120, 1), build(30, 2));
+        let cfg = |epochs| TrainConfig {
+            epochs,
+            batch: 32,
+            lr: 1e-3,
+            latent: 8,
+            max_val_measures: Some(256),
+            ..TrainConfig::music(ModelKind::ArVae)
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let cpu = Device::Cpu;
+        let pre = train(
+            &base,
+            &cfg(3),
+            &dir.path().join("base"),
+            Start::Fresh,
+            &cpu,
+            &Quiet,
+        );
+        let init = Checkpoint::load(pre.unwrap().paths.model).unwrap();
+        let tuned = train(
+            &mine,
+            &cfg(1),
+            &dir.path().join("t"),
+            Start::From(&init),
+            &cpu,
+            &Quiet,
+        );
+        let fresh = train(
+            &mine,
+            &cfg(1),
+            &dir.path().join("f"),
+            Start::Fresh,
+            &cpu,
+            &Quiet,
+        );
+        let (tuned, fresh) = (&tuned.unwrap().history[0], &fresh.unwrap().history[0]);
+        assert!(
+            tuned.val.total < 0.8 * fresh.val.total,
+            "fine-tuned {} vs fresh {}",
+            tuned.val.total,
+            fresh.val.total
+        );
+        let other = TrainConfig {
+            latent: 16,
+            ..cfg(1)
+        };
+        let e = train(
+            &mine,
+            &other,
+            &dir.path().join("o"),
+            Start::From(&init),
+            &cpu,
+            &Quiet,
+        );
+        assert!(e.err().unwrap().to_string().contains("--latent"));
     }
 }

@@ -277,6 +277,9 @@ pub fn build_and_save(opts: &BuildOptions, out: &Path, quiet_skips: bool) -> Res
         s.pieces_total,
         t0.elapsed().as_secs_f64()
     );
+    for note in ds.header.notes.iter().filter(|n| n.starts_with("split")) {
+        println!("{note}");
+    }
     if skipped > 0 {
         let reasons: Vec<String> = s
             .pieces_skipped

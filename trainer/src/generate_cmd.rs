@@ -5,10 +5,11 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use arvae_core::builtin::load_checkpoint;
 use arvae_core::checkpoint::Checkpoint;
 use arvae_core::compose::key::{root_from_name, Key, PitchMap, Scale};
 use arvae_core::compose::knobs::KNOBS;
-use arvae_core::compose::score::{near_knob, score, Score};
+use arvae_core::compose::score::{knob_response, near_knob, score, Score};
 use arvae_core::compose::{Composer, Settings, MAX_PHRASE};
 use arvae_core::data::{Dataset, Split};
 use arvae_core::infer::InferModel;
@@ -178,25 +179,9 @@ pub struct GenerateArgs {
     bpm: f64,
 }
 
-/// A checkpoint file, or a shipped model by name when no file of that name exists.
-pub fn load_checkpoint_or_builtin(path: &Path) -> Result<Checkpoint> {
-    if !path.exists() {
-        if let Some(b) = path.to_str().and_then(arvae_core::builtin::builtin) {
-            return Ok(Checkpoint::from_bytes(b.bytes, b.name)?);
-        }
-    }
-    Checkpoint::load(path).with_context(|| {
-        format!(
-            "{} is neither a checkpoint nor a shipped model ({})",
-            path.display(),
-            arvae_core::builtin::names()
-        )
-    })
-}
-
 /// The composer of a checkpoint (or shipped model), with a message naming it on failure.
 pub fn composer(path: &Path) -> Result<(Composer, Checkpoint)> {
-    let ck = load_checkpoint_or_builtin(path)?;
+    let ck = load_checkpoint(path)?;
     Ok((composer_for(&ck, path)?, ck))
 }
 
@@ -262,7 +247,7 @@ pub fn generate(a: GenerateArgs) -> Result<()> {
         inputs.push(e);
     }
     check_output(&a.out, &inputs)?;
-    let ck = load_checkpoint_or_builtin(&a.checkpoint)?;
+    let ck = load_checkpoint(&a.checkpoint)?;
     a.compose.check_regularized(&ck, &a.checkpoint)?;
     let mut c = composer_for(&ck, &a.checkpoint)?;
     let measures = match &a.encode {
@@ -368,7 +353,7 @@ pub fn calibrate(a: CalibrateArgs) -> Result<()> {
             a.out.display()
         );
     }
-    let mut ck = load_checkpoint_or_builtin(&a.checkpoint)?;
+    let mut ck = load_checkpoint(&a.checkpoint)?;
     let ds = Dataset::load(&a.data)?;
     let mut model = InferModel::from_checkpoint(&ck)
         .with_context(|| format!("{}: not a MeasureVAE", a.checkpoint.display()))?;
@@ -487,8 +472,9 @@ pub fn score_cmd(a: ScoreArgs) -> Result<()> {
     if a.bars == 0 || a.seeds == 0 {
         bail!("--bars and --seeds must be at least 1");
     }
-    let (mut c, _) = composer(&a.checkpoint)?;
+    let (mut c, ck) = composer(&a.checkpoint)?;
     let range = c.pitch_range();
+    let response = knob_response(&mut c, &ck);
     println!(
         "model {}: pitch range MIDI {}..={}, {}; {}",
         a.checkpoint.display(),
@@ -503,8 +489,9 @@ pub fn score_cmd(a: ScoreArgs) -> Result<()> {
     );
     for (i, k) in KNOBS.iter().enumerate() {
         let (lo, hi) = c.reach(i);
+        let rho = response[i].map_or("-".into(), |r| format!("{r:.3}"));
         println!(
-            "  {:<20} reaches {} .. {}",
+            "  {:<20} reaches {} .. {}; response through its calibration: rho {rho}",
             k.label,
             k.describe(lo),
             k.describe(hi)
@@ -524,11 +511,20 @@ pub fn score_cmd(a: ScoreArgs) -> Result<()> {
             merge(&mut total, &score(r, range), n);
             shuffled.extend_from_slice(r);
         }
-        print_score("real bars in order (test)", &total);
+        if n == 0 {
+            println!(
+                "(the test split of {} has no run of 4 consecutive bars to compare with)",
+                path.display()
+            );
+        } else {
+            print_score("real bars in order (test)", &total);
+        }
         use rand::seq::SliceRandom;
         use rand::SeedableRng;
         shuffled.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(1));
-        print_score("real bars shuffled", &score(&shuffled, range));
+        if n > 0 {
+            print_score("real bars shuffled", &score(&shuffled, range));
+        }
     }
     let modes: [(&str, Settings); 4] = [
         ("generated", base),

@@ -1,10 +1,13 @@
 //! `arvae-trainer train`, `generate` and the demo's training part.
 
 use anyhow::{bail, Context, Result};
+use arvae_core::checkpoint::Checkpoint;
 use arvae_core::data::{Dataset, Split};
 use arvae_core::model::LossValues;
 use arvae_core::music::attributes::Attribute;
-use arvae_core::training::{self, Engine, EpochSummary, ModelKind, TrainConfig, TrainObserver};
+use arvae_core::training::{
+    self, Engine, EpochSummary, ModelKind, Start, TrainConfig, TrainObserver,
+};
 use candle_core::Device;
 use clap::{Args, ValueEnum};
 use indicatif::ProgressBar;
@@ -34,6 +37,9 @@ pub enum EngineArg {
     /// candle autograd (CPU or CUDA).
     Candle,
 }
+
+/// The paper's latent size.
+const DEFAULT_LATENT: usize = 32;
 
 #[derive(Args)]
 pub struct TrainArgs {
@@ -68,7 +74,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Latent size.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = DEFAULT_LATENT)]
     latent: usize,
     /// Attributes to regularize, comma-separated (default: all four). Attribute l stays on
     /// latent dimension l: rhythmic_complexity 0, pitch_range 1, note_density 2, contour 3.
@@ -87,6 +93,12 @@ pub struct TrainArgs {
     /// Continue the run in --out from its last complete epoch (same settings and data).
     #[arg(long)]
     resume: bool,
+    /// Fine-tune: start from this model's weights (a checkpoint, or a shipped model's name:
+    /// bach, folk) instead of a random initialisation, with a fresh optimizer. The knobs are
+    /// recalibrated on --data. Its latent size and attributes are used unless --latent or
+    /// --attributes say otherwise. With --resume, an interrupted fine-tuning run continues.
+    #[arg(long, value_name = "CHECKPOINT")]
+    init: Option<PathBuf>,
     /// Measures (images) of the test split evaluated at the end (stored in the checkpoint's
     /// metadata).
     #[arg(long, default_value_t = 8192)]
@@ -178,6 +190,12 @@ pub fn train(a: TrainArgs) -> Result<()> {
         if !a.attributes.is_empty() {
             bail!("--attributes names musical attributes; image models regularize every attribute of the dataset");
         }
+        if a.init.is_some() {
+            bail!(
+                "--init fine-tunes music models; {} is an image dataset",
+                a.data.display()
+            );
+        }
         return crate::image_cmd::train(crate::image_cmd::TrainRequest {
             data: a.data,
             ar_vae: a.model == ModelArg::ArVae,
@@ -251,7 +269,24 @@ pub fn train(a: TrainArgs) -> Result<()> {
             .map(|r| Attribute::ALL[r.attribute])
             .collect(),
     };
-    let out = training::train(&ds, &cfg, &a.out, a.resume, &dev, &obs)?;
+    let init = match &a.init {
+        Some(p) => {
+            println!("starting from the weights of {} (fine-tuning)", p.display());
+            Some(start_from(p, &mut cfg, &a)?)
+        }
+        None => None,
+    };
+    let start = match (&init, a.resume) {
+        (_, true) if a.out.join("model.safetensors").is_file() => Start::Resume,
+        (Some(ck), _) => Start::From(ck),
+        (None, true) => Start::Resume,
+        (None, false) => Start::Fresh,
+    };
+    let out =
+        training::train(&ds, &cfg, &a.out, start, &dev, &obs).with_context(|| match &a.init {
+            Some(p) => format!("fine-tuning {} on {}", p.display(), a.data.display()),
+            None => format!("training on {}", a.data.display()),
+        })?;
     println!("evaluating on the test split ...");
     let e = crate::eval_cmd::record_evaluation(&a.out, &ds, a.eval_measures)?;
     crate::eval_cmd::print_evaluation(&e);
@@ -262,6 +297,31 @@ pub fn train(a: TrainArgs) -> Result<()> {
         out.paths.log.display()
     );
     Ok(())
+}
+
+/// The model `train --init` starts from; its latent size becomes the run's where --latent
+/// keeps its default.
+fn start_from(path: &Path, cfg: &mut TrainConfig, a: &TrainArgs) -> Result<Checkpoint> {
+    let ck = arvae_core::builtin::load_checkpoint(path)?;
+    let sizes = ck
+        .meta
+        .measure_vae_config()
+        .map_err(|e| anyhow::anyhow!("--init {}: {e}", path.display()))?;
+    if a.latent == DEFAULT_LATENT {
+        cfg.latent = sizes.latent;
+    }
+    if a.model == ModelArg::ArVae && a.attributes.is_empty() {
+        let named: Vec<Attribute> = ck
+            .meta
+            .attributes
+            .iter()
+            .filter_map(|d| Attribute::from_name(&d.name))
+            .collect();
+        if !named.is_empty() {
+            cfg.attributes = named;
+        }
+    }
+    Ok(ck)
 }
 
 /// The demo's training part: AR-VAE on the synthetic set, attribute order, MIDI sweeps.
@@ -280,7 +340,8 @@ pub fn demo_train(ds: &Dataset, out: &Path, epochs: usize) -> Result<()> {
         bar: RefCell::new(None),
         attrs: Attribute::ALL.to_vec(),
     };
-    let trained = training::train(ds, &cfg, &run, resume, &Device::Cpu, &obs)?;
+    let start = if resume { Start::Resume } else { Start::Fresh };
+    let trained = training::train(ds, &cfg, &run, start, &Device::Cpu, &obs)?;
     println!(
         "\nSpearman rho between each regularized dimension and its attribute (validation split):"
     );

@@ -199,6 +199,22 @@ impl Composer {
         let (z0, z1) = (k[0].1.min(k[k.len() - 1].1), k[0].1.max(k[k.len() - 1].1));
         let span = (z1 - z0).max(1.0);
         let (from, to) = (z0 - 0.5 * span, z1 + 0.5 * span);
+        let mut codes = self.probe_codes();
+        let points = (0..CAL_GRID)
+            .map(|g| {
+                let zv = from + (to - from) * g as f32 / (CAL_GRID - 1) as f32;
+                Some((
+                    zv,
+                    self.decoded_attribute(i, zv, &mut codes)?[CAL_CODES / 2],
+                ))
+            })
+            .collect::<Option<Vec<_>>>()?;
+        LatentMap::from_points(&points)
+    }
+
+    /// [`CAL_CODES`] codes from the prior with the regularized dimensions at their prior mean:
+    /// what the decoder is measured with.
+    fn probe_codes(&mut self) -> Vec<f32> {
         let mut codes = vec![0f32; CAL_CODES * self.z.len()];
         for (s, code) in codes.chunks_mut(self.z.len()).enumerate() {
             normals(mix(CALIBRATION_SEED, s as i64, 0), &mut self.u);
@@ -207,20 +223,40 @@ impl Composer {
                 code[dim] = self.regularized_mean[j];
             }
         }
-        let mut points = Vec::with_capacity(CAL_GRID);
+        codes
+    }
+
+    /// Attribute `i` of the decodes of `codes` with its dimension set to `zv`, sorted.
+    fn decoded_attribute(
+        &mut self,
+        i: usize,
+        zv: f32,
+        codes: &mut [f32],
+    ) -> Option<[f32; CAL_CODES]> {
         let mut values = [0f32; CAL_CODES];
         let mut m = Measure::rest();
-        for g in 0..CAL_GRID {
-            let zv = from + (to - from) * g as f32 / (CAL_GRID - 1) as f32;
-            for (s, code) in codes.chunks_mut(self.z.len()).enumerate() {
-                code[self.dims[i]] = zv;
-                self.model.decode(code, &mut m).ok()?;
-                values[s] = Attribute::ALL[i].of(&m);
-            }
-            values.sort_by(f32::total_cmp);
-            points.push((zv, values[CAL_CODES / 2]));
+        for (s, code) in codes.chunks_mut(self.z.len()).enumerate() {
+            code[self.dims[i]] = zv;
+            self.model.decode(code, &mut m).ok()?;
+            values[s] = Attribute::ALL[i].of(&m);
         }
-        LatentMap::from_points(&points)
+        values.sort_by(f32::total_cmp);
+        Some(values)
+    }
+
+    /// What the decoder plays for each of `targets` (attribute units) of attribute `i` when
+    /// `map` turns them into its latent value: the mean over the probe codes. With the
+    /// checkpoint's own calibration as `map`, this is the knob response a fine-tuning run must
+    /// keep monotone.
+    pub fn response(&mut self, i: usize, map: &LatentMap, targets: &[f32]) -> Option<Vec<f32>> {
+        let mut codes = self.probe_codes();
+        targets
+            .iter()
+            .map(|&t| {
+                let v = self.decoded_attribute(i, map.latent(t), &mut codes)?;
+                Some(v.iter().sum::<f32>() / CAL_CODES as f32)
+            })
+            .collect()
     }
 
     /// The decoder (for encoding a captured bar, or decoding a code directly).

@@ -6,7 +6,9 @@ use crate::music::token::Measure;
 use crate::music::Attribute;
 
 use super::key::{Key, Scale};
-use super::knobs::KNOBS;
+use super::knobs::{LatentMap, KNOBS};
+use super::Composer;
+use crate::checkpoint::Checkpoint;
 
 /// Onsets from which a bar counts as crowded (24 is every grid step).
 pub const CROWDED: usize = 20;
@@ -119,6 +121,30 @@ pub fn score(bars: &[Measure], range: (u8, u8)) -> Score {
 pub fn near_knob(m: &Measure, a: Attribute, knob: f32) -> bool {
     let i = a.index();
     (KNOBS[i].from_attribute(a.of(m)) - knob).abs() <= AUDIBLE_STEP[i] + 1e-4
+}
+
+/// Knob response through the checkpoint's own calibration, per knob ([`Attribute::ALL`]
+/// order): Spearman's rho between the calibration's 5-95 % attribute quantiles as targets and
+/// what the decoder plays for them ([`Composer::response`]). `None` for an attribute without a
+/// usable calibration. A model whose regularized dimensions still order their attributes
+/// gives rho near 1; fine-tuning must keep it there.
+pub fn knob_response(c: &mut Composer, ck: &Checkpoint) -> [Option<f64>; 4] {
+    Attribute::ALL.map(|a| {
+        let cal = ck
+            .meta
+            .calibration
+            .iter()
+            .find(|x| x.attribute == a.name())?;
+        let map = LatentMap::from_calibration(cal)?;
+        let p = &cal.points;
+        let targets: Vec<f32> = p[1..p.len().saturating_sub(1)]
+            .iter()
+            .map(|q| q.1)
+            .collect();
+        let played = c.response(a.index(), &map, &targets)?;
+        let f = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<f64>>();
+        crate::metrics::stats::spearman(&f(&targets), &f(&played)).map(|(rho, _)| rho)
+    })
 }
 
 #[cfg(test)]

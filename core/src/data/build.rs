@@ -482,8 +482,57 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Dataset, Bu
         )));
     }
     ds.header = header;
+    if !has_piece_split(&ds) {
+        split_by_bars(&mut ds);
+    }
     ds.header.content_hash = ds.compute_content_hash();
     Ok(ds)
+}
+
+/// Pieces from which a dataset may be split by piece (about two pieces for each of validation
+/// and test); fewer are split by bar ranges ([`split_by_bars`]).
+pub const PIECES_FOR_PIECE_SPLIT: usize = 20;
+
+/// Whether the split by piece is usable: enough pieces, and validation and test each get at
+/// least 5 % of the measures.
+fn has_piece_split(ds: &Dataset) -> bool {
+    let n = ds.measures.len();
+    ds.header.pieces.len() >= PIECES_FOR_PIECE_SPLIT
+        && [Split::Val, Split::Test]
+            .iter()
+            .all(|&s| ds.count(s) * 20 >= n)
+}
+
+/// The split for too few pieces (a small folder of one's own, or pieces so uneven that a split
+/// by piece leaves validation or test almost empty): every piece of three or more
+/// bars holds out its last tenth of bars (at least one) for test and the tenth before for
+/// validation, all transpositions of a bar going with it. Neighbouring bars of one piece then
+/// sit on both sides of the split, so the scores are less strict than with a split by piece;
+/// the header's notes say so.
+fn split_by_bars(ds: &mut Dataset) {
+    let mut starts = vec![usize::MAX; ds.header.pieces.len()];
+    for (i, &p) in ds.piece.iter().enumerate() {
+        let start = &mut starts[p as usize];
+        *start = (*start).min(i);
+        let bars = ds.header.pieces[p as usize].measures;
+        let k = if bars >= 3 { bars.div_ceil(10) } else { 0 };
+        let bar = (i - *start) % bars;
+        ds.split[i] = if bar + k >= bars {
+            Split::Test
+        } else if bar + 2 * k >= bars {
+            Split::Val
+        } else {
+            Split::Train
+        };
+    }
+    for p in &mut ds.header.pieces {
+        p.split = Split::Train;
+    }
+    ds.header.notes.push(format!(
+        "split by bar ranges: {} pieces are too few for a split by piece, so each piece holds out \
+         its last tenth of bars for test and the tenth before for validation",
+        ds.header.pieces.len()
+    ));
 }
 
 #[cfg(test)]
@@ -497,6 +546,31 @@ mod tests {
         fn skipped(&self, e: &ImportError) {
             self.0.lock().unwrap().push(e.to_string());
         }
+    }
+
+    #[test]
+    fn too_few_pieces_hold_out_bar_ranges() {
+        let opts = BuildOptions {
+            synthetic_pieces: 5,
+            ..Default::default()
+        };
+        let ds = build(&opts, &Silent).unwrap();
+        // Synthetic pieces have 4 bars: bars 0-1 train, bar 2 validation, bar 3 test, in
+        // every transposition.
+        let n = ds.measures.len();
+        assert_eq!(n % 4, 0);
+        let counts = Split::ALL.map(|s| ds.count(s));
+        assert_eq!(counts, [n / 2, n / 4, n / 4]);
+        for (i, s) in ds.split.iter().enumerate() {
+            let want = [Split::Train, Split::Train, Split::Val, Split::Test][i % 4];
+            assert_eq!(*s, want, "measure {i}");
+        }
+        assert!(ds
+            .header
+            .notes
+            .iter()
+            .any(|t| t.starts_with("split by bar ranges")));
+        assert_eq!(ds.header.content_hash, ds.compute_content_hash());
     }
 
     #[test]

@@ -321,7 +321,7 @@ fn native_overfits_64_measures() {
 /// the other way round), and both engines follow the same run from one seed.
 #[test]
 fn training_resumes_across_engines() {
-    use crate::training::{train, Engine, ModelKind, Quiet, TrainConfig};
+    use crate::training::{train, Engine, ModelKind, Quiet, Start, TrainConfig};
     let opts = crate::data::build::BuildOptions {
         synthetic_pieces: 60,
         ..Default::default()
@@ -339,8 +339,24 @@ fn training_resumes_across_engines() {
     let dir = tempfile::tempdir().unwrap();
     let run = |name: &str, first: Engine, second: Engine| {
         let out = dir.path().join(name);
-        train(&ds, &cfg(first, 1), &out, false, &Device::Cpu, &Quiet).unwrap();
-        let o = train(&ds, &cfg(second, 2), &out, true, &Device::Cpu, &Quiet).unwrap();
+        train(
+            &ds,
+            &cfg(first, 1),
+            &out,
+            Start::Fresh,
+            &Device::Cpu,
+            &Quiet,
+        )
+        .unwrap();
+        let o = train(
+            &ds,
+            &cfg(second, 2),
+            &out,
+            Start::Resume,
+            &Device::Cpu,
+            &Quiet,
+        )
+        .unwrap();
         assert_eq!(o.history.len(), 2);
         o.model.to_tensors().unwrap()
     };
