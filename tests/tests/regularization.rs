@@ -7,7 +7,7 @@
 
 use arvae_core::data::build::{build, BuildOptions, Silent};
 use arvae_core::music::attributes::Attribute;
-use arvae_core::training::{attribute_order, train, ModelKind, Quiet, TrainConfig};
+use arvae_core::training::{attribute_order, train, ModelKind, Quiet, Start, TrainConfig};
 use candle_core::Device;
 
 /// The demo's length (`arvae-trainer demo` defaults): 12 epochs of 2,500 synthetic pieces.
@@ -46,7 +46,7 @@ fn ar_vae_orders_attributes_and_beta_vae_does_not() {
                             ds,
                             &cfg,
                             &dir.join(format!("{kind:?}")),
-                            false,
+                            Start::Fresh,
                             &Device::Cpu,
                             &Quiet,
                         )
