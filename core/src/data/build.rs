@@ -547,6 +547,61 @@ mod tests {
         }
     }
 
+    /// A variable-length MIDI quantity.
+    fn vlq(mut v: u32) -> Vec<u8> {
+        let mut out = vec![(v & 0x7F) as u8];
+        v >>= 7;
+        while v > 0 {
+            out.insert(0, (v & 0x7F) as u8 | 0x80);
+            v >>= 7;
+        }
+        out
+    }
+
+    /// A format-0 MIDI file (96 ticks per beat) with two quarter notes `bars` 4/4 bars apart.
+    fn notes_far_apart(bars: u32) -> Vec<u8> {
+        let mut track = vec![0x00, 0x90, 60, 64, 0x60, 0x80, 60, 0];
+        track.extend(vlq(bars * 4 * 96 - 96));
+        track.extend([0x90, 62, 64, 0x60, 0x80, 62, 0, 0x00, 0xFF, 0x2F, 0x00]);
+        let mut f = b"MThd\0\0\0\x06\0\0\0\x01\0\x60MTrk".to_vec();
+        f.extend((track.len() as u32).to_be_bytes());
+        f.extend(track);
+        f
+    }
+
+    #[test]
+    fn hostile_files_are_skipped_or_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let depth = 150_000;
+        let deep = format!(
+            "<score-partwise>{}{}</score-partwise>",
+            "<a>".repeat(depth),
+            "</a>".repeat(depth)
+        );
+        std::fs::write(d.join("deep.xml"), deep).unwrap();
+        let far = notes_far_apart(99_990);
+        assert!(far.len() < 50);
+        std::fs::write(d.join("far.mid"), far).unwrap();
+        let rec = Record::default();
+        let opts = BuildOptions {
+            collection: Collection::Files(vec![d.to_path_buf()]),
+            ..Default::default()
+        };
+        let ds = build(&opts, &rec).unwrap();
+        let lines = rec.0.lock().unwrap().clone();
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("deep.xml") && l.contains("nested")),
+            "{lines:?}"
+        );
+        assert_eq!(ds.header.pieces_used, 1);
+        let per_transposition = 1 + tokenize::MAX_IDLE_BARS + 1;
+        assert_eq!(ds.header.pieces[0].measures, per_transposition);
+        assert!(ds.measures.len() <= per_transposition * 30);
+    }
+
     #[test]
     fn nothing_usable_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();

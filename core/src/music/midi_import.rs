@@ -949,6 +949,17 @@ mod tests {
     }
 
     #[test]
+    fn notes_far_apart_give_few_measures() {
+        // Two notes 99,990 bars apart (a 47-byte file): silence is shortened, not expanded.
+        let far = 99_990 * 4 * 96;
+        let notes = [note(0, 96, 0, 60), note(far, far + 96, 0, 62)].concat();
+        let bytes = smf_bytes(96, Format::SingleTrack, &[notes], &[]);
+        let (melody, _) = read_bytes(&bytes, "far.mid", &opts()).unwrap();
+        let ms = measures(&melody).unwrap();
+        assert_eq!(ms.len(), 1 + crate::music::tokenize::MAX_IDLE_BARS + 1);
+    }
+
+    #[test]
     fn arbitrary_bytes_never_panic() {
         let good = to_smf_bytes(
             &[
