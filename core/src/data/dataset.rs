@@ -9,7 +9,6 @@ use crate::music::attributes::Attribute;
 use crate::music::token::{token_name, Measure, TICKS_PER_MEASURE, VOCAB_SIZE};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// First bytes of every dataset file.
@@ -257,24 +256,15 @@ impl Dataset {
         out
     }
 
-    /// Writes the file atomically (temporary file in the same folder, then rename).
+    /// Writes the file atomically ([`crate::files::write_file`]).
     pub fn save(&self, path: &Path) -> Result<(), DatasetError> {
         let bytes = self.to_bytes();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .map_err(|e| DatasetError::new(path, format!("cannot create folder: {e}")))?;
         }
-        let tmp = path.with_extension("arvae.tmp");
-        let write = || -> std::io::Result<()> {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, path)
-        };
-        write().map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            DatasetError::new(path, format!("cannot write: {e}"))
-        })
+        crate::files::write_bytes(path, &bytes)
+            .map_err(|e| DatasetError::new(path, format!("cannot write: {e}")))
     }
 
     /// Reads and checks a dataset file.
