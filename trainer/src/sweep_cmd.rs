@@ -336,9 +336,7 @@ fn run_grid(a: SweepRunArgs) -> Result<()> {
     }
     let plan_path = out.join("sweep.json");
     // Atomically, so a `sweep plot` or `report` reading it never sees half a file.
-    let tmp = out.join(".sweep.json.tmp");
-    std::fs::write(&tmp, serde_json::to_string_pretty(&plan)?)
-        .and_then(|_| std::fs::rename(&tmp, &plan_path))
+    arvae_core::files::write_bytes(&plan_path, serde_json::to_string_pretty(&plan)?)
         .with_context(|| format!("cannot write {}", plan_path.display()))?;
 
     let runs_dir = out.join("runs");
@@ -476,7 +474,7 @@ fn write_slurm(plan: &SweepPlan, todo: &[&SweepRun], out: &Path, jobs: usize) ->
         })
         .collect();
     let cmd_path = out.join("sweep.commands");
-    std::fs::write(&cmd_path, commands.join("\n") + "\n")
+    arvae_core::files::write_bytes(&cmd_path, commands.join("\n") + "\n")
         .with_context(|| format!("cannot write {}", cmd_path.display()))?;
     let script = format!(
         r#"#!/bin/bash
@@ -506,7 +504,7 @@ eval "$line"
         commands = shell_quote(&out_abs.join("sweep.commands").display().to_string()),
     );
     let script_path = out.join("sweep.slurm");
-    std::fs::write(&script_path, script)
+    arvae_core::files::write_bytes(&script_path, script)
         .with_context(|| format!("cannot write {}", script_path.display()))?;
     println!(
         "wrote {} ({} array tasks, {jobs} at a time) and {}; submit with `sbatch {}`, then `arvae-trainer sweep plot {}`",
@@ -618,10 +616,10 @@ pub fn plot(a: &SweepPlotArgs) -> Result<SweepSummary> {
         );
     }
     let csv_path = out.join("summary.csv");
-    std::fs::write(&csv_path, csv)
+    arvae_core::files::write_bytes(&csv_path, csv)
         .with_context(|| format!("cannot write {}", csv_path.display()))?;
     let json_path = out.join("summary.json");
-    std::fs::write(
+    arvae_core::files::write_bytes(
         &json_path,
         serde_json::to_string_pretty(&serde_json::json!({
             "points": points, "baseline": baseline, "missing": missing
