@@ -23,9 +23,10 @@ impl BarProgress {
     }
 
     fn println(&self, line: &str) {
+        // A hidden bar (no terminal) drops its println: such lines go to stderr directly.
         match self.bar.lock().unwrap().as_ref() {
-            Some(b) => b.println(line),
-            None => eprintln!("{line}"),
+            Some(b) if !b.is_hidden() => b.println(line),
+            _ => eprintln!("{line}"),
         }
     }
 

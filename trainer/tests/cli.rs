@@ -344,3 +344,221 @@ fn train_resume_generate() {
     let e = fails(&["generate", "--checkpoint", s(&cut), "--out", s(&mid)]);
     assert!(e.contains("cut.safetensors"), "{e}");
 }
+
+#[test]
+fn outputs_that_are_inputs_are_refused_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = synthetic_dataset(dir.path(), 20);
+    let before = std::fs::read(&ds).unwrap();
+    let ck = dir.path().join("model.safetensors");
+    std::fs::write(&ck, "not read: the check comes first").unwrap();
+    let mid = dir.path().join("tune.mid");
+    std::fs::write(&mid, "MThd").unwrap();
+    let cases: [&[&str]; 5] = [
+        &[
+            "eval",
+            "--checkpoint",
+            s(&ck),
+            "--data",
+            s(&ds),
+            "--json",
+            s(&ds),
+        ],
+        &[
+            "eval",
+            "--checkpoint",
+            s(&ck),
+            "--data",
+            s(&ds),
+            "--latents",
+            s(&ck),
+        ],
+        &["compare", s(&ck), "--markdown", s(&ck)],
+        &["data", "export-midi", s(&ds), "--out", s(&ds)],
+        &["data", "build", "--input", s(&mid), "--out", s(&mid)],
+    ];
+    for args in cases {
+        let e = fails(args);
+        assert!(e.contains("also an input"), "{args:?}: {e}");
+    }
+    assert_eq!(std::fs::read(&ds).unwrap(), before);
+    assert_eq!(std::fs::read(&mid).unwrap(), b"MThd");
+}
+
+#[cfg(unix)]
+#[test]
+fn data_build_keeps_devices_and_symlinks() {
+    let dir = tempfile::tempdir().unwrap();
+    let synth = [
+        "data",
+        "build",
+        "--collection",
+        "synthetic",
+        "--pieces",
+        "10",
+    ];
+    let mut args = synth.to_vec();
+    args.extend(["--out", "/dev/null"]);
+    ok(&args);
+    assert!(!std::fs::metadata("/dev/null").unwrap().is_file());
+    let real = dir.path().join("real.arvae");
+    let link = dir.path().join("link.arvae");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let mut args = synth.to_vec();
+    args.extend(["--out", s(&link)]);
+    ok(&args);
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert!(ok(&["data", "stats", s(&real)]).contains("measures: train"));
+}
+
+/// A MIDI file whose first track chunk announces far more bytes than the file holds.
+fn lying_midi() -> Vec<u8> {
+    let mut b = b"MThd\0\0\0\x06\0\0\0\x01\0\x60MTrk\x7f\xff\xff\xff".to_vec();
+    b.extend([0u8; 40]);
+    b
+}
+
+#[test]
+fn data_build_names_skipped_files_and_reasons() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("in");
+    std::fs::create_dir(&d).unwrap();
+    std::fs::write(d.join("lying.mid"), lying_midi()).unwrap();
+    let deep = format!("{}{}", "<a>".repeat(5000), "</a>".repeat(5000));
+    std::fs::write(d.join("deep.xml"), deep).unwrap();
+    std::fs::write(
+        d.join("tune.abc"),
+        "X:1\nT:Good\nM:4/4\nL:1/8\nK:G\nGABc dedB|GABc d4|]\n",
+    )
+    .unwrap();
+    let out = dir.path().join("x.arvae");
+    let args = ["data", "build", "--input", s(&d), "--out", s(&out)];
+    let text = ok(&args);
+    assert!(
+        text.contains("lying.mid") && text.contains("announces 2147483647 bytes"),
+        "{text}"
+    );
+    assert!(
+        text.contains("deep.xml") && text.contains("nested"),
+        "{text}"
+    );
+    let mut verbose = args.to_vec();
+    verbose.push("-v");
+    let text = ok(&verbose);
+    assert_eq!(text.matches("skipped ").count(), 2 + 1, "{text}");
+}
+
+#[test]
+fn image_datasets_are_described_not_called_bad_magic() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = dir.path().join("sprites.arvae");
+    ok(&[
+        "data",
+        "build",
+        "--collection",
+        "dsprites",
+        "--stride",
+        "2000",
+        "--out",
+        s(&ds),
+    ]);
+    let text = ok(&["data", "stats", s(&ds)]);
+    assert!(
+        text.contains("image dataset") && text.contains("64x64") && text.contains("train"),
+        "{text}"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&["data", "stats", s(&ds), "--json"])).unwrap();
+    assert_eq!(v["kind"], "images");
+    let e = fails(&[
+        "data",
+        "export-midi",
+        s(&ds),
+        "--out",
+        s(&dir.path().join("x.mid")),
+    ]);
+    assert!(
+        e.contains("needs a music dataset") && !e.contains("magic"),
+        "{e}"
+    );
+}
+
+#[test]
+fn train_rejects_bad_numbers_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = synthetic_dataset(dir.path(), 20);
+    let run = dir.path().join("run");
+    let cases: [(&[&str], &str); 11] = [
+        (&["--max-measures", "0"], "--max-measures 0"),
+        (&["--gamma=-1"], "--gamma -1"),
+        (&["--beta", "NaN"], "--beta NaN"),
+        (&["--delta", "0"], "--delta 0"),
+        (&["--lr", "0"], "--lr 0"),
+        (&["--lr", "NaN"], "--lr NaN"),
+        (&["--eval-measures", "0"], "--eval-measures 0"),
+        (&["--latent", "100000"], "--latent 100000"),
+        (&["--latent", "2"], "--latent 2"),
+        (&["--attributes", "contour,contour"], "contour twice"),
+        (&["--epochs", "0"], "--epochs 0"),
+    ];
+    for (extra, needle) in cases {
+        let mut args = vec!["train", "--data", s(&ds), "--out", s(&run)];
+        args.extend(extra);
+        let e = fails(&args);
+        assert!(e.contains(needle), "{extra:?}: {e}");
+    }
+    assert!(!run.exists(), "a rejected run must not create its folder");
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn runs_are_locked_and_resume_cleans_up_after_a_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = synthetic_dataset(dir.path(), 60);
+    let run = dir.path().join("run");
+    let train = |epochs: &'static str, resume: bool| -> Vec<&str> {
+        let mut args = vec![
+            "train",
+            "--epochs",
+            epochs,
+            "--data",
+            s(&ds),
+            "--out",
+            s(&run),
+        ];
+        args.extend(["--batch", "32", "--max-measures", "32", "--latent", "8"]);
+        args.extend(["--eval-measures", "32"]);
+        if resume {
+            args.push("--resume");
+        }
+        args
+    };
+    ok(&train("1", false));
+    assert!(!run.join("run.lock").exists(), "the lock is released");
+    // A live trainer holds the run: refused.
+    let me = format!("{} {}\n", std::process::id(), host_name());
+    std::fs::write(run.join("run.lock"), &me).unwrap();
+    let e = fails(&train("2", true));
+    assert!(e.contains("in use by process"), "{e}");
+    // A kill left a stale lock and a temporary checkpoint: resume takes over and cleans up.
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    std::fs::write(run.join("run.lock"), format!("{dead} {}\n", host_name())).unwrap();
+    let tmp = run.join(format!(".model.safetensors.tmp-{dead}"));
+    std::fs::write(&tmp, "half a checkpoint").unwrap();
+    ok(&train("2", true));
+    assert!(!tmp.exists() && !run.join("run.lock").exists());
+    let log = std::fs::read_to_string(run.join("log.csv")).unwrap();
+    assert_eq!(log.lines().count(), 3, "{log}");
+}

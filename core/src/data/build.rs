@@ -475,10 +475,18 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Dataset, Bu
         if header.pieces_total == 0 {
             reasons.push("no readable pieces".into());
         }
+        let first: Vec<String> = header
+            .skipped
+            .iter()
+            .take(3)
+            .map(|p| format!("{}: {}", p.source, p.message))
+            .collect();
         return Err(BuildError::Empty(format!(
-            "{} pieces read, none usable ({})",
+            "{} pieces read, none usable ({}){}{}",
             header.pieces_total,
-            reasons.join(", ")
+            reasons.join(", "),
+            if first.is_empty() { "" } else { "; " },
+            first.join("; ")
         )));
     }
     ds.header = header;
