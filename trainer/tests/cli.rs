@@ -562,3 +562,88 @@ fn runs_are_locked_and_resume_cleans_up_after_a_kill() {
     let log = std::fs::read_to_string(run.join("log.csv")).unwrap();
     assert_eq!(log.lines().count(), 3, "{log}");
 }
+
+#[cfg(unix)]
+#[test]
+fn slurm_generations_each_run_their_own_commands_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = synthetic_dataset(dir.path(), 20);
+    let out = dir.path().join("sweep");
+    let sweep = |seeds: &str, extra: &[&str]| {
+        let mut args = vec!["sweep", "--data", s(&ds), "--gamma", "1", "--delta", "1"];
+        args.extend(["--seeds", seeds, "--no-baseline", "--jobs", "2", "--slurm"]);
+        args.extend(extra);
+        args.extend(["--out", s(&out), "--", "--epochs", "1"]);
+        args.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let run = |v: Vec<String>, good: bool| {
+        let args: Vec<&str> = v.iter().map(String::as_str).collect();
+        if good {
+            ok(&args)
+        } else {
+            fails(&args)
+        }
+    };
+    let e = run(sweep("0", &["--mem", "4G; rm -rf"]), false);
+    assert!(e.contains("--mem"), "{e}");
+    run(
+        sweep(
+            "0..2",
+            &["--cpus", "3", "--partition", "short", "--gres", "gpu:1"],
+        ),
+        true,
+    );
+    run(sweep("5..=6", &[]), true);
+    let script = std::fs::read_to_string(out.join("sweep-1.slurm")).unwrap();
+    for line in [
+        "#SBATCH --array=0-1%2",
+        "#SBATCH --cpus-per-task=3",
+        "#SBATCH --mem=4G",
+        "#SBATCH --time=12:00:00",
+        "#SBATCH --partition=short",
+        "#SBATCH --gres=gpu:1",
+        "#SBATCH --output=\"",
+        "sweep-1.commands",
+        "--features cuda",
+    ] {
+        assert!(script.contains(line), "{line} missing:\n{script}");
+    }
+    // Both generations queued at once: each task runs its own generation's line, once.
+    let fake = dir.path().join("fake-trainer");
+    let log = dir.path().join("calls.log");
+    std::fs::write(
+        &fake,
+        "#!/bin/bash\necho \"$RAYON_NUM_THREADS $*\" >> \"$CALLS\"\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let task = |generation: u32, id: u32| {
+        std::process::Command::new("bash")
+            .arg(out.join(format!("sweep-{generation}.slurm")))
+            .env("ARVAE_TRAINER", &fake)
+            .env("CALLS", &log)
+            .env("SLURM_ARRAY_TASK_ID", id.to_string())
+            .env("SLURM_CPUS_PER_TASK", "3")
+            .output()
+            .unwrap()
+    };
+    for (generation, id) in [(1, 0), (2, 0), (2, 1), (1, 1)] {
+        let o = task(generation, id);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let calls = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(calls.lines().count(), 4, "{calls}");
+    for run in ["g1_d1_s0", "g1_d1_s1", "g1_d1_s5", "g1_d1_s6"] {
+        let n = calls
+            .lines()
+            .filter(|l| l.contains(&format!("/{run} ")))
+            .count();
+        assert_eq!(n, 1, "{run}: {calls}");
+    }
+    assert!(calls.lines().all(|l| l.starts_with("3 train ")), "{calls}");
+    // A task past the end of its list fails instead of doing nothing quietly.
+    let o = task(1, 2);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no line 3"));
+}
