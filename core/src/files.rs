@@ -5,7 +5,7 @@
 //!   fsync, rename), writes through to a device node or FIFO (`--out /dev/null` stays a
 //!   device), and follows a symlink to replace its target, never the link itself.
 //! - [`remove_stale_temps`] removes the temporary files of writers that died (a kill during a
-//!   checkpoint write).
+//!   checkpoint write); every write removes those of its own target.
 //! - [`RunLock`] holds a run folder for one trainer (`run.lock` with PID and host); a lock of a
 //!   dead process on this host is taken over.
 //! - [`refuse_inputs_as_outputs`] refuses an output path that names an existing input file.
@@ -84,11 +84,9 @@ fn replace_atomically(
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let tmp = dir.join(format!(
-        ".{}{TMP_MARKER}{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
+    let prefix = format!(".{}{TMP_MARKER}", name.to_string_lossy());
+    remove_stale_temps_of(&dir, &prefix);
+    let tmp = dir.join(format!("{prefix}{}", std::process::id()));
     let write = || -> io::Result<()> {
         let mut w = BufWriter::new(File::create(&tmp)?);
         fill(&mut w)?;
@@ -115,17 +113,23 @@ fn temp_writer(name: &str) -> Option<u32> {
 /// Removes the temporary files in `dir` whose writer is no longer running on this machine;
 /// returns the files removed.
 pub fn remove_stale_temps(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    fs::read_dir(dir)?;
+    Ok(remove_stale_temps_of(dir, "."))
+}
+
+/// [`remove_stale_temps`] for the temporaries whose names start with `prefix` (best effort).
+fn remove_stale_temps_of(dir: &Path, prefix: &str) -> Vec<PathBuf> {
     let mut removed = Vec::new();
-    for entry in fs::read_dir(dir)?.flatten() {
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(pid) = temp_writer(&name) else {
+        let Some(pid) = temp_writer(&name).filter(|_| name.starts_with(prefix)) else {
             continue;
         };
         if !process_alive(pid) && fs::remove_file(entry.path()).is_ok() {
             removed.push(entry.path());
         }
     }
-    Ok(removed)
+    removed
 }
 
 /// Whether process `pid` runs on this machine (true when that can't be told).
@@ -313,6 +317,10 @@ mod tests {
         fs::write(dir.path().join("notes.tmp-x"), b"mine").unwrap();
         assert_eq!(remove_stale_temps(dir.path()).unwrap(), vec![dead.clone()]);
         assert!(!dead.exists() && live.exists());
+        // Writing a file removes its own stale temporaries too.
+        fs::write(&dead, b"partial").unwrap();
+        write_bytes(dir.path().join("model.safetensors"), b"whole").unwrap();
+        assert!(!dead.exists());
     }
 
     #[test]

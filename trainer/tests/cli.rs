@@ -647,3 +647,45 @@ fn slurm_generations_each_run_their_own_commands_once() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("no line 3"));
 }
+
+/// A MIDI file of 45 bytes (96 ticks per beat) with two quarter notes 99,990 bars apart.
+fn notes_far_apart() -> Vec<u8> {
+    let gap: u32 = 99_990 * 4 * 96 - 96;
+    let mut vlq = vec![(gap & 0x7F) as u8];
+    let mut v = gap >> 7;
+    while v > 0 {
+        vlq.insert(0, (v & 0x7F) as u8 | 0x80);
+        v >>= 7;
+    }
+    let mut track = vec![0x00, 0x90, 60, 64, 0x60, 0x80, 60, 0];
+    track.extend(vlq);
+    track.extend([0x90, 62, 64, 0x60, 0x80, 62, 0, 0x00, 0xFF, 0x2F, 0x00]);
+    let mut f = b"MThd\0\0\0\x06\0\0\0\x01\0\x60MTrk".to_vec();
+    f.extend((track.len() as u32).to_be_bytes());
+    f.extend(track);
+    f
+}
+
+#[test]
+fn notes_far_apart_give_a_few_bars_not_millions() {
+    let dir = tempfile::tempdir().unwrap();
+    let far = dir.path().join("far.mid");
+    std::fs::write(&far, notes_far_apart()).unwrap();
+    assert!(std::fs::metadata(&far).unwrap().len() < 50);
+    let out = dir.path().join("t.mid");
+    let text = ok(&[
+        "generate",
+        "--checkpoint",
+        "bach",
+        "--encode",
+        s(&far),
+        "--out",
+        s(&out),
+    ]);
+    assert!(text.contains("wrote 6 bars"), "{text}");
+    let ds = dir.path().join("far.arvae");
+    ok(&["data", "build", "--input", s(&far), "--out", s(&ds)]);
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&["data", "stats", s(&ds), "--json"])).unwrap();
+    assert!(total_measures(&v) <= 6 * 30, "{v}");
+}

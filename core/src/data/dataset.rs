@@ -278,6 +278,12 @@ impl Dataset {
     pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Dataset, DatasetError> {
         let err = |m: String| DatasetError::new(path, m);
         if bytes.len() < 16 || bytes[..7] != MAGIC[..7] {
+            if bytes.starts_with(b"ARVAEIM") {
+                return Err(err(
+                    "is an image dataset (dSprites or Morpho-MNIST); this needs a music dataset"
+                        .into(),
+                ));
+            }
             return Err(err("not an arvae dataset file (bad magic bytes)".into()));
         }
         if bytes[7] != MAGIC[7] {

@@ -950,7 +950,7 @@ mod tests {
 
     #[test]
     fn notes_far_apart_give_few_measures() {
-        // Two notes 99,990 bars apart (a 47-byte file): silence is shortened, not expanded.
+        // Two notes 99,990 bars apart (a file of under 50 bytes): silence is shortened, not expanded.
         let far = 99_990 * 4 * 96;
         let notes = [note(0, 96, 0, 60), note(far, far + 96, 0, 62)].concat();
         let bytes = smf_bytes(96, Format::SingleTrack, &[notes], &[]);
