@@ -389,6 +389,14 @@ pub fn train(r: TrainRequest) -> Result<()> {
         cfg.delta = r.delta;
     }
     if given("latent") {
+        if r.ar_vae && r.latent < ds.num_attributes() {
+            bail!(
+                "--latent {} is smaller than the {} attributes of {} (an AR-VAE regularizes each on its own dimension)",
+                r.latent,
+                ds.num_attributes(),
+                r.data.display()
+            );
+        }
         cfg.vae.latent = r.latent;
     }
     cfg.seed = r.seed;

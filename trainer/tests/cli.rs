@@ -484,6 +484,11 @@ fn image_datasets_are_described_not_called_bad_magic() {
         e.contains("needs a music dataset") && !e.contains("magic"),
         "{e}"
     );
+    let e = fails(&["score", "--checkpoint", "bach", "--data", s(&ds)]);
+    assert!(e.contains("image dataset") && !e.contains("magic"), "{e}");
+    let run = dir.path().join("run");
+    let e = fails(&["train", "--data", s(&ds), "--out", s(&run), "--latent", "2"]);
+    assert!(e.contains("--latent 2") && e.contains("attributes"), "{e}");
 }
 
 #[test]
