@@ -9,6 +9,8 @@
 //! - [`RunLock`] holds a run folder for one trainer (`run.lock` with PID and host); a lock of a
 //!   dead process on this host is taken over.
 //! - [`refuse_inputs_as_outputs`] refuses an output path that names an existing input file.
+//! - [`read_input`] reads an input file only if it is a regular file of bounded size (a FIFO
+//!   would block for ever, a device or a huge file would eat memory).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
@@ -231,6 +233,33 @@ fn take_over_stale(path: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// Largest music file (MIDI, MusicXML, .mxl, ABC) an importer reads.
+pub const MAX_MUSIC_FILE: u64 = 64 << 20;
+
+/// Reads `path` if it is a regular file of at most `max` bytes (symlinks followed).
+pub fn read_input(path: &Path, max: u64) -> io::Result<Vec<u8>> {
+    let meta = fs::metadata(path)?;
+    if !meta.is_file() {
+        return Err(io::Error::other(
+            "not a regular file (a folder, device or FIFO)",
+        ));
+    }
+    if meta.len() > max {
+        return Err(io::Error::other(format!(
+            "{} bytes, more than the {} MiB a music file may have",
+            meta.len(),
+            max >> 20
+        )));
+    }
+    use std::io::Read;
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    File::open(path)?.take(max + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Err(io::Error::other("the file grew while it was read"));
+    }
+    Ok(bytes)
+}
+
 /// Refuses outputs that are existing input files (same file after resolving links and `..`):
 /// `outputs` are (flag, path) pairs, so the message names the flag.
 pub fn refuse_inputs_as_outputs(outputs: &[(&str, &Path)], inputs: &[&Path]) -> Result<(), String> {
@@ -340,6 +369,26 @@ mod tests {
         let other = tempfile::tempdir().unwrap();
         fs::write(other.path().join(LOCK_FILE), "1 some-other-node\n").unwrap();
         assert!(RunLock::acquire(other.path()).is_err());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn inputs_must_be_regular_files_of_bounded_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.mid");
+        fs::write(&p, b"MThd....").unwrap();
+        assert_eq!(read_input(&p, 100).unwrap(), b"MThd....");
+        let e = read_input(&p, 4).unwrap_err().to_string();
+        assert!(e.contains("more than"), "{e}");
+        let e = read_input(Path::new("/dev/zero"), 100)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a regular file"), "{e}");
+        let fifo = dir.path().join("pipe.mid");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        if made.is_ok_and(|s| s.success()) {
+            assert!(read_input(&fifo, 100).is_err(), "a FIFO must not block");
+        }
     }
 
     #[test]

@@ -226,7 +226,7 @@ pub fn read_file(
     opts: &MidiImportOptions,
 ) -> Result<(Melody, SnapReport), ImportError> {
     let source = path.display().to_string();
-    let bytes = std::fs::read(path)
+    let bytes = crate::files::read_input(path, crate::files::MAX_MUSIC_FILE)
         .map_err(|e| ImportError::new(&source, "io", format!("cannot read the file: {e}")))?;
     read_bytes(&bytes, &source, opts)
 }

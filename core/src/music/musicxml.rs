@@ -107,7 +107,7 @@ pub fn parse_xml(bytes: &[u8], source: &str) -> Result<Melody, ImportError> {
 /// Reads .mxl / .xml / .musicxml from disk by extension.
 pub fn read_file(path: &std::path::Path) -> Result<Melody, ImportError> {
     let source = path.display().to_string();
-    let bytes = std::fs::read(path)
+    let bytes = crate::files::read_input(path, crate::files::MAX_MUSIC_FILE)
         .map_err(|e| ImportError::new(&source, "io", format!("cannot read the file: {e}")))?;
     let ext = path
         .extension()
