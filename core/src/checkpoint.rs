@@ -11,7 +11,6 @@
 //! [`CheckpointError`] that names the file and the problem; it never panics on a bad file.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs;
 use std::path::Path;
 
 use safetensors::tensor::TensorView;
@@ -570,8 +569,8 @@ impl Checkpoint {
     pub fn load(path: impl AsRef<Path>) -> Result<Self, CheckpointError> {
         let path = path.as_ref();
         let name = path.display().to_string();
-        let bytes =
-            fs::read(path).map_err(|e| CheckpointError::new(&name, format!("cannot read: {e}")))?;
+        let bytes = crate::files::read_input(path, crate::files::MAX_DATA_FILE)
+            .map_err(|e| CheckpointError::new(&name, format!("cannot read: {e}")))?;
         Self::from_bytes(&bytes, &name)
     }
 
@@ -636,6 +635,7 @@ impl Checkpoint {
 mod tests {
     use super::*;
     use rand::{Rng, SeedableRng};
+    use std::fs;
 
     fn dataset() -> DatasetInfo {
         DatasetInfo {

@@ -235,6 +235,8 @@ fn take_over_stale(path: &Path) -> Result<(), String> {
 
 /// Largest music file (MIDI, MusicXML, .mxl, ABC) an importer reads.
 pub const MAX_MUSIC_FILE: u64 = 64 << 20;
+/// Largest checkpoint or dataset file a loader reads.
+pub const MAX_DATA_FILE: u64 = 64 << 30;
 
 /// Reads `path` if it is a regular file of at most `max` bytes (symlinks followed).
 pub fn read_input(path: &Path, max: u64) -> io::Result<Vec<u8>> {
@@ -246,7 +248,7 @@ pub fn read_input(path: &Path, max: u64) -> io::Result<Vec<u8>> {
     }
     if meta.len() > max {
         return Err(io::Error::other(format!(
-            "{} bytes, more than the {} MiB a music file may have",
+            "{} bytes, more than the {} MiB a file of this kind may have",
             meta.len(),
             max >> 20
         )));

@@ -695,3 +695,31 @@ fn notes_far_apart_give_a_few_bars_not_millions() {
         serde_json::from_str(&ok(&["data", "stats", s(&ds), "--json"])).unwrap();
     assert!(total_measures(&v) <= 10 * 30, "{v}");
 }
+
+#[cfg(unix)]
+#[test]
+fn devices_and_fifos_are_refused_not_read_for_ever() {
+    let dir = tempfile::tempdir().unwrap();
+    let mid = dir.path().join("g.mid");
+    let e = fails(&["generate", "--checkpoint", "/dev/zero", "--out", s(&mid)]);
+    assert!(e.contains("not a regular file"), "{e}");
+    let e = fails(&["data", "stats", "/dev/zero"]);
+    assert!(e.contains("not a regular file"), "{e}");
+    let fifo = dir.path().join("pipe.arvae");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    if made.is_ok_and(|st| st.success()) {
+        let run = dir.path().join("run");
+        let e = fails(&["train", "--data", s(&fifo), "--out", s(&run)]);
+        assert!(e.contains("not a regular file"), "{e}");
+        let e = fails(&[
+            "generate",
+            "--checkpoint",
+            "bach",
+            "--encode",
+            s(&fifo),
+            "--out",
+            s(&mid),
+        ]);
+        assert!(e.contains("not a regular file"), "{e}");
+    }
+}

@@ -269,7 +269,7 @@ impl Dataset {
 
     /// Reads and checks a dataset file.
     pub fn load(path: &Path) -> Result<Dataset, DatasetError> {
-        let bytes = std::fs::read(path)
+        let bytes = crate::files::read_input(path, crate::files::MAX_DATA_FILE)
             .map_err(|e| DatasetError::new(path, format!("cannot read: {e}")))?;
         Dataset::from_bytes(&bytes, path)
     }

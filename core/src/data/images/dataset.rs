@@ -97,6 +97,9 @@ fn err(path: &Path, message: impl Into<String>) -> ImageDatasetError {
 pub fn is_image_dataset(path: &Path) -> bool {
     use std::io::Read;
     let mut head = [0u8; 7];
+    if !path.is_file() {
+        return false; // a FIFO would block the open
+    }
     std::fs::File::open(path)
         .and_then(|mut f| f.read_exact(&mut head))
         .map(|_| head == IMAGE_MAGIC[..7])
@@ -238,7 +241,8 @@ impl ImageDataset {
 
     /// Reads and checks an image dataset file.
     pub fn load(path: &Path) -> Result<ImageDataset, ImageDatasetError> {
-        let bytes = std::fs::read(path).map_err(|e| err(path, format!("cannot read: {e}")))?;
+        let bytes = crate::files::read_input(path, crate::files::MAX_DATA_FILE)
+            .map_err(|e| err(path, format!("cannot read: {e}")))?;
         ImageDataset::from_bytes(&bytes, path)
     }
 
