@@ -25,8 +25,8 @@ use quick_xml::Reader;
 use std::borrow::Cow;
 use std::io::{Cursor, Read};
 
-/// Largest decompressed size read from one `.mxl` entry.
-const MAX_ENTRY_BYTES: u64 = 256 << 20;
+/// Largest decompressed size read from one `.mxl` entry (as large as a plain music file).
+const MAX_ENTRY_BYTES: u64 = crate::files::MAX_MUSIC_FILE;
 /// Time tolerance in quarter notes for ties and overlaps.
 const EPS: f64 = 1e-7;
 /// Largest number of extra passes one backward repeat may ask for.
