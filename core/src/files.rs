@@ -15,6 +15,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// What marks a temporary file: `.NAME.tmp-PID`.
 const TMP_MARKER: &str = ".tmp-";
@@ -209,14 +210,18 @@ fn take_over_stale(path: &Path) -> Result<(), String> {
     let host = words.next().unwrap_or("").to_owned();
     let stale = match pid {
         Some(pid) => host == host_name() && !process_alive(pid),
-        None => true, // empty or garbage: a writer died before finishing it
+        // Empty or garbage: a writer died before finishing it, unless it is still writing.
+        None => age(path) > Duration::from_secs(10),
     };
     if !stale {
+        let holder = match pid {
+            Some(pid) => format!("process {pid} on {host}"),
+            None => "a process that is still writing its lock".into(),
+        };
         return Err(format!(
-            "{} is in use by process {} on {host}: another trainer is writing this run \
+            "{} is in use by {holder}: another trainer is writing this run \
              (delete {} only if that process is gone)",
             path.parent().unwrap_or(Path::new(".")).display(),
-            pid.unwrap_or(0),
             path.display()
         ));
     }
@@ -260,6 +265,15 @@ pub fn read_input(path: &Path, max: u64) -> io::Result<Vec<u8>> {
         return Err(io::Error::other("the file grew while it was read"));
     }
     Ok(bytes)
+}
+
+/// How long ago `path` was last modified (zero if that can't be told).
+fn age(path: &Path) -> Duration {
+    fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .unwrap_or_default()
 }
 
 /// Refuses outputs that are existing input files (same file after resolving links and `..`):
@@ -367,6 +381,10 @@ mod tests {
         let _lock = RunLock::acquire(dir.path()).unwrap();
         let held = fs::read_to_string(dir.path().join(LOCK_FILE)).unwrap();
         assert!(held.starts_with(&std::process::id().to_string()), "{held}");
+        // A lock being written (empty, fresh) is not taken over.
+        let fresh = tempfile::tempdir().unwrap();
+        fs::write(fresh.path().join(LOCK_FILE), "").unwrap();
+        assert!(RunLock::acquire(fresh.path()).is_err());
         // Another host's lock can't be checked: refused.
         let other = tempfile::tempdir().unwrap();
         fs::write(other.path().join(LOCK_FILE), "1 some-other-node\n").unwrap();
