@@ -290,27 +290,8 @@ pub fn build_and_save(opts: &BuildOptions, out: &Path, quiet_skips: bool) -> Res
             .map(|(k, v)| format!("{k} {v}"))
             .collect();
         println!("skipped {skipped} pieces: {}", reasons.join(", "));
-        if quiet_skips {
-            print_first_skips(&ds, skipped);
-        }
     }
     Ok(ds)
-}
-
-/// How many skipped pieces a build without `--verbose` names.
-const SKIPS_NAMED: usize = 5;
-
-/// Names the first skipped pieces with their reasons, and how to see the rest.
-fn print_first_skips(ds: &Dataset, skipped: usize) {
-    for p in ds.header.skipped.iter().take(SKIPS_NAMED) {
-        println!("  skipped {}: {}", p.source, p.message);
-    }
-    if skipped > SKIPS_NAMED {
-        println!(
-            "  ... and {} more (--verbose lists them all)",
-            skipped - SKIPS_NAMED
-        );
-    }
 }
 
 /// Prints the statistics as a readable table.

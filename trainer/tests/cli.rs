@@ -449,6 +449,20 @@ fn data_build_names_skipped_files_and_reasons() {
     verbose.push("-v");
     let text = ok(&verbose);
     assert_eq!(text.matches("skipped ").count(), 2 + 1, "{text}");
+    // Many bad files: the first five are named (a file given directly too), then a count.
+    for i in 0..6 {
+        std::fs::write(d.join(format!("junk{i}.mid")), "not MIDI").unwrap();
+    }
+    let txt = dir.path().join("notes.txt");
+    std::fs::write(&txt, "a text file").unwrap();
+    let text = ok(&["data", "build", "--input", s(&txt), s(&d), "--out", s(&out)]);
+    assert!(
+        text.contains("notes.txt") && text.contains("not a MIDI"),
+        "{text}"
+    );
+    let named = text.lines().filter(|l| l.starts_with("skipped /")).count();
+    assert_eq!(named, 5, "{text}");
+    assert!(text.contains("... and 4 more skipped"), "{text}");
 }
 
 #[test]
