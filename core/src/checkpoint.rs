@@ -11,8 +11,6 @@
 //! [`CheckpointError`] that names the file and the problem; it never panics on a bad file.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs;
-use std::io::Write;
 use std::path::Path;
 
 use safetensors::tensor::TensorView;
@@ -557,51 +555,22 @@ impl Checkpoint {
         })
     }
 
-    /// Writes the checkpoint atomically: a temporary file in the same folder, fsync, rename.
+    /// Writes the checkpoint atomically ([`crate::files::write_file`]: a temporary file in the
+    /// same folder, fsync, rename; a symlink's target is replaced, a device written through).
     pub fn save_atomic(&self, path: impl AsRef<Path>) -> Result<(), CheckpointError> {
         let path = path.as_ref();
         let name = path.display().to_string();
         let bytes = self.to_bytes(&name)?;
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => std::path::PathBuf::from("."),
-        };
-        let file_name = path
-            .file_name()
-            .ok_or_else(|| CheckpointError::new(&name, "path has no file name"))?
-            .to_string_lossy();
-        let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
-        let io =
-            |what: &str, e: std::io::Error| CheckpointError::new(&name, format!("{what}: {e}"));
-        let write = || -> std::io::Result<()> {
-            let mut f = fs::File::create(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()
-        };
-        if let Err(e) = write() {
-            let _ = fs::remove_file(&tmp);
-            return Err(io(
-                &format!("cannot write temporary file {}", tmp.display()),
-                e,
-            ));
-        }
-        if let Err(e) = fs::rename(&tmp, path) {
-            let _ = fs::remove_file(&tmp);
-            return Err(io("cannot rename temporary file into place", e));
-        }
-        // Make the rename durable; not every platform can open a directory, so best effort.
-        if let Ok(d) = fs::File::open(&dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
+        crate::files::write_bytes(path, &bytes)
+            .map_err(|e| CheckpointError::new(&name, format!("cannot write: {e}")))
     }
 
     /// Reads and validates a checkpoint file.
     pub fn load(path: impl AsRef<Path>) -> Result<Self, CheckpointError> {
         let path = path.as_ref();
         let name = path.display().to_string();
-        let bytes =
-            fs::read(path).map_err(|e| CheckpointError::new(&name, format!("cannot read: {e}")))?;
+        let bytes = crate::files::read_input(path, crate::files::MAX_DATA_FILE)
+            .map_err(|e| CheckpointError::new(&name, format!("cannot read: {e}")))?;
         Self::from_bytes(&bytes, &name)
     }
 
@@ -666,6 +635,7 @@ impl Checkpoint {
 mod tests {
     use super::*;
     use rand::{Rng, SeedableRng};
+    use std::fs;
 
     fn dataset() -> DatasetInfo {
         DatasetInfo {

@@ -261,7 +261,7 @@ pub fn train_images(
         )
         .into());
     }
-    std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+    let _lock = crate::training::hold_run_folder(out).map_err(|e| e.to_string())?;
     let model_path = out.join("model.safetensors");
     let best_path = out.join("best.safetensors");
     let log_path = out.join("log.csv");
@@ -369,10 +369,6 @@ pub fn train_images(
         let mut ck = model.to_checkpoint(meta.clone())?;
         ck.tensors.extend(opt.state_tensors()?);
         ck.save_atomic(&model_path)?;
-        if is_best {
-            meta.train_state = None;
-            model.to_checkpoint(meta)?.save_atomic(&best_path)?;
-        }
         let seconds = t0.elapsed().as_secs_f64();
         let mut f = std::fs::OpenOptions::new()
             .append(true)
@@ -395,6 +391,11 @@ pub fn train_images(
             seconds
         )
         .map_err(|e| e.to_string())?;
+        // Best last: a failure before it never leaves best ahead of the model and the log.
+        if is_best {
+            meta.train_state = None;
+            model.to_checkpoint(meta)?.save_atomic(&best_path)?;
+        }
         obs.epoch_end(&ImageEpochSummary {
             epoch: epoch + 1,
             train,

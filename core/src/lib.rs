@@ -9,6 +9,8 @@
 //! - [`training`]: the epoch loop, checkpoints per epoch, calibration (feature `train`).
 //! - [`image_model`]: the convolutional VAEs of the paper's Table 2 as a checkpoint contract.
 //! - [`image_training`]: training and evaluation of the image VAEs (feature `train`).
+//! - [`files`]: safe output files (atomic replace, devices and symlinks kept), run-folder
+//!   locks, stale temporaries, outputs that are inputs refused.
 //! - [`checkpoint`]: the single-file checkpoint (safetensors + JSON metadata), candle-free.
 //! - [`compose`]: from one bar to music (prior, pitch range, knobs in musical units, key,
 //!   motion and phrases), shared by the plugin and `generate`.
@@ -21,6 +23,7 @@ pub mod builtin;
 pub mod checkpoint;
 pub mod compose;
 pub mod data;
+pub mod files;
 pub mod image_model;
 #[cfg(feature = "train")]
 pub mod image_training;

@@ -6,6 +6,7 @@ use crate::checkpoint::{
     AttributeDim, Calibration, Checkpoint, CheckpointMeta, DatasetInfo, TrainState,
 };
 use crate::data::{Dataset, Split};
+use crate::files::{remove_stale_temps, RunLock};
 use crate::model::{
     eval_step, teacher_forcing_coin, train_step, Adam, AdamConfig, Batch, LossConfig, LossValues,
 };
@@ -430,6 +431,24 @@ struct TrainingMeta {
     best_val_loss: Option<f32>,
 }
 
+/// Creates the run folder, locks it for this process ([`RunLock`]) and removes temporary
+/// files that killed writers left in it.
+pub fn hold_run_folder(out: &Path) -> Result<RunLock, TrainError> {
+    std::fs::create_dir_all(out).map_err(|e| io_err(out, e))?;
+    let lock = RunLock::acquire(out).map_err(TrainError::Config)?;
+    remove_stale_temps(out).map_err(|e| io_err(out, e))?;
+    Ok(lock)
+}
+
+/// Writes the log's header and the rows of `history` (atomically).
+fn rewrite_log(path: &Path, cfg: &TrainConfig, history: &[EpochSummary]) -> Result<(), TrainError> {
+    let mut text = csv_header(cfg) + "\n";
+    for h in history {
+        text += &(csv_row(h) + "\n");
+    }
+    crate::files::write_bytes(path, text.as_bytes()).map_err(|e| io_err(path, e))
+}
+
 /// The result of [`train`].
 pub struct TrainOutcome {
     /// The trained model (last epoch).
@@ -438,6 +457,9 @@ pub struct TrainOutcome {
     pub history: Vec<EpochSummary>,
     /// The run's files.
     pub paths: RunPaths,
+    /// The run folder's lock, held until the outcome is dropped (so the caller may still
+    /// write into the run, e.g. the final evaluation).
+    pub lock: RunLock,
 }
 
 /// Where a run's weights come from.
@@ -478,7 +500,7 @@ pub fn train(
         ));
     }
     let paths = RunPaths::new(out);
-    std::fs::create_dir_all(out).map_err(|e| io_err(out, e))?;
+    let lock = hold_run_folder(out)?;
     let mut train_idx = ds.indices(Split::Train);
     let mut val_idx = ds.indices(Split::Val);
     if train_idx.is_empty() {
@@ -560,6 +582,8 @@ pub fn train(
             },
         )?;
         adam.load_state(state.optimizer_step, &ck.tensors)?;
+        // The log says what the checkpoint holds (a kill may have left it a row short).
+        rewrite_log(&paths.log, cfg, &prev.history)?;
         (model, adam, prev.history, prev.best_val_loss)
     } else {
         if paths.model.exists() && !resume {
@@ -579,8 +603,7 @@ pub fn train(
                 ..AdamConfig::default()
             },
         )?;
-        let mut log = std::fs::File::create(&paths.log).map_err(|e| io_err(&paths.log, e))?;
-        writeln!(log, "{}", csv_header(cfg)).map_err(|e| io_err(&paths.log, e))?;
+        rewrite_log(&paths.log, cfg, &[])?;
         (model, adam, Vec::new(), None)
     };
 
@@ -685,25 +708,28 @@ pub fn train(
             optimizer_step: adam.step_count(),
             extra: serde_json::Value::Null,
         });
-        let mut ck = model.to_checkpoint(m)?;
-        if is_best {
-            let mut best_ck = ck.clone();
-            best_ck.meta.train_state = None;
-            best_ck.save_atomic(&paths.best)?;
-        }
-        ck.tensors.extend(adam.state_tensors()?);
-        ck.save_atomic(&paths.model)?;
+        // Model and log first, then best: a failure in between never leaves best ahead.
+        let ck = model.to_checkpoint(m)?;
+        let mut resumable = ck.clone();
+        resumable.tensors.extend(adam.state_tensors()?);
+        resumable.save_atomic(&paths.model)?;
         let mut log = std::fs::OpenOptions::new()
             .append(true)
             .open(&paths.log)
             .map_err(|e| io_err(&paths.log, e))?;
         writeln!(log, "{}", csv_row(&summary)).map_err(|e| io_err(&paths.log, e))?;
+        if is_best {
+            let mut best_ck = ck;
+            best_ck.meta.train_state = None;
+            best_ck.save_atomic(&paths.best)?;
+        }
         obs.epoch_end(&summary);
     }
     Ok(TrainOutcome {
         model,
         history,
         paths,
+        lock,
     })
 }
 

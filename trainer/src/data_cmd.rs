@@ -4,6 +4,7 @@ use crate::progress::BarProgress;
 use anyhow::{bail, Context, Result};
 use arvae_core::data::build::{build, BuildOptions, Collection};
 use arvae_core::data::corpus::{sha256_file, WHEEL_NAME, WHEEL_SHA256};
+use arvae_core::data::images::is_image_dataset;
 use arvae_core::data::stats::{stats, DatasetStats};
 use arvae_core::data::{Dataset, Split};
 use arvae_core::music::midi_export::{write_file, ExportOptions};
@@ -79,7 +80,7 @@ pub struct BuildArgs {
     /// MIDI track to take the melody from (default: the highest monophonic track).
     #[arg(long)]
     track: Option<usize>,
-    /// Print every skipped piece (always on for --input).
+    /// Print every skipped piece with its reason (without it: the first few and a count per reason).
     #[arg(long, short)]
     verbose: bool,
     /// dSprites: the dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz file (default: render).
@@ -154,6 +155,9 @@ pub fn run(cmd: DataCommand) -> Result<()> {
         DataCommand::Fetch(a) if a.mnist => crate::image_cmd::fetch_mnist(&a.dir),
         DataCommand::Fetch(a) => fetch(&a.dir),
         DataCommand::Build(a) => build_cmd(a),
+        DataCommand::Stats(a) if is_image_dataset(&a.path) => {
+            crate::image_cmd::print_image_stats(&a.path, a.json)
+        }
         DataCommand::Stats(a) => {
             let ds = Dataset::load(&a.path)?;
             let s = stats(&ds);
@@ -219,6 +223,9 @@ pub fn fetch(dir: &Path) -> Result<()> {
 }
 
 fn build_cmd(a: BuildArgs) -> Result<()> {
+    let mut inputs: Vec<Option<&Path>> = a.input.iter().map(|p| Some(p.as_path())).collect();
+    inputs.extend([a.corpus.as_deref(), a.npz.as_deref()]);
+    crate::refuse_inputs_as_outputs(&[("--out", Some(&a.out))], &inputs)?;
     let image = match a.collection {
         Some(CollectionArg::MorphoMnist) => Some("morpho-mnist"),
         Some(CollectionArg::Dsprites) => Some("dsprites"),
@@ -243,7 +250,6 @@ fn build_cmd(a: BuildArgs) -> Result<()> {
         Some(CollectionArg::MorphoMnist | CollectionArg::Dsprites) => unreachable!("handled above"),
         None => Collection::Files(a.input.clone()),
     };
-    let is_files = matches!(collection, Collection::Files(_));
     let opts = BuildOptions {
         collection,
         corpus: a.corpus,
@@ -252,7 +258,7 @@ fn build_cmd(a: BuildArgs) -> Result<()> {
         seed: a.seed,
         midi_track: a.track,
     };
-    build_and_save(&opts, &a.out, !(a.verbose || is_files))?;
+    build_and_save(&opts, &a.out, !a.verbose)?;
     Ok(())
 }
 
@@ -287,9 +293,6 @@ pub fn build_and_save(opts: &BuildOptions, out: &Path, quiet_skips: bool) -> Res
             .map(|(k, v)| format!("{k} {v}"))
             .collect();
         println!("skipped {skipped} pieces: {}", reasons.join(", "));
-        if quiet_skips {
-            println!("(--verbose lists them; `data stats` summarizes)");
-        }
     }
     Ok(ds)
 }
@@ -338,6 +341,14 @@ pub fn print_stats(path: &Path, s: &DatasetStats) {
 }
 
 fn export(a: ExportArgs) -> Result<()> {
+    crate::refuse_inputs_as_outputs(&[("--out", Some(&a.out))], &[Some(&a.path)])?;
+    if is_image_dataset(&a.path) {
+        bail!(
+            "{} is an image dataset; export-midi needs a music dataset (build one with \
+             `data build --collection bach|folk|synthetic` or `--input FILES`)",
+            a.path.display()
+        );
+    }
     let ds = Dataset::load(&a.path)?;
     let mut idx = ds.indices(a.split);
     if idx.is_empty() {

@@ -214,6 +214,13 @@ pub fn print_evaluation(e: &Evaluation) {
 }
 
 pub fn eval(a: EvalArgs) -> Result<()> {
+    crate::refuse_inputs_as_outputs(
+        &[
+            ("--json", a.json.as_deref()),
+            ("--latents", a.latents.as_deref()),
+        ],
+        &[Some(&a.checkpoint), Some(&a.data), a.content.as_deref()],
+    )?;
     if arvae_core::data::images::is_image_dataset(&a.data) {
         return crate::image_cmd::eval(
             &a.checkpoint,
@@ -250,7 +257,7 @@ pub fn eval(a: EvalArgs) -> Result<()> {
     )?;
     print_evaluation(&e);
     if let Some(p) = &a.json {
-        std::fs::write(p, serde_json::to_string_pretty(&e)?)
+        arvae_core::files::write_bytes(p, serde_json::to_string_pretty(&e)?)
             .with_context(|| format!("cannot write {}", p.display()))?;
         println!("wrote {}", p.display());
     }
@@ -351,6 +358,15 @@ pub fn markdown_table(runs: &[(&str, &Evaluation)]) -> String {
 }
 
 pub fn compare(a: CompareArgs) -> Result<()> {
+    let mut inputs: Vec<Option<&Path>> = a.checkpoints.iter().map(|c| Some(c.as_path())).collect();
+    inputs.push(a.data.as_deref());
+    crate::refuse_inputs_as_outputs(
+        &[
+            ("--json", a.json.as_deref()),
+            ("--markdown", a.markdown.as_deref()),
+        ],
+        &inputs,
+    )?;
     let ds = match &a.data {
         Some(p) => Some((Dataset::load(p)?, p.clone())),
         None => None,
@@ -435,13 +451,13 @@ pub fn compare(a: CompareArgs) -> Result<()> {
             .map(|(p, k, e)| serde_json::json!({"checkpoint": p, "model": k, "evaluation": e}))
             .collect();
         let v = serde_json::json!({"runs": rows_json, "summary": summary});
-        std::fs::write(p, serde_json::to_string_pretty(&v)?)
+        arvae_core::files::write_bytes(p, serde_json::to_string_pretty(&v)?)
             .with_context(|| format!("cannot write {}", p.display()))?;
     }
     if let Some(p) = &a.markdown {
         let evals: Vec<(&str, &Evaluation)> =
             rows.iter().map(|(_, k, e)| (k.as_str(), e)).collect();
-        std::fs::write(p, markdown_table(&evals))
+        arvae_core::files::write_bytes(p, markdown_table(&evals))
             .with_context(|| format!("cannot write {}", p.display()))?;
         println!("wrote {}", p.display());
     }

@@ -215,25 +215,6 @@ pub fn compose_bars(c: &mut Composer, s: &Settings, start: i64, n: usize) -> Res
     Ok(out)
 }
 
-fn check_output(out: &Path, inputs: &[&Path]) -> Result<()> {
-    for i in inputs {
-        if i.exists() && out.exists() && same_file(out, i) {
-            bail!(
-                "--out {} is also an input: refusing to overwrite it",
-                out.display()
-            );
-        }
-    }
-    Ok(())
-}
-
-fn same_file(a: &Path, b: &Path) -> bool {
-    match (a.canonicalize(), b.canonicalize()) {
-        (Ok(x), Ok(y)) => x == y,
-        _ => false,
-    }
-}
-
 pub fn generate(a: GenerateArgs) -> Result<()> {
     let settings = a.compose.settings()?;
     if !(a.bpm.is_finite() && a.bpm > 0.0 && a.bpm <= 1000.0) {
@@ -242,11 +223,10 @@ pub fn generate(a: GenerateArgs) -> Result<()> {
     if a.encode.is_none() && !(1..=MAX_BARS).contains(&a.bars) {
         bail!("--bars {} is outside 1..{MAX_BARS}", a.bars);
     }
-    let mut inputs = vec![a.checkpoint.as_path()];
-    if let Some(e) = &a.encode {
-        inputs.push(e);
-    }
-    check_output(&a.out, &inputs)?;
+    crate::refuse_inputs_as_outputs(
+        &[("--out", Some(&a.out))],
+        &[Some(&a.checkpoint), a.encode.as_deref()],
+    )?;
     let ck = load_checkpoint(&a.checkpoint)?;
     a.compose.check_regularized(&ck, &a.checkpoint)?;
     let mut c = composer_for(&ck, &a.checkpoint)?;
@@ -347,12 +327,8 @@ pub fn calibrate(a: CalibrateArgs) -> Result<()> {
     if a.measures == 0 {
         bail!("--measures must be at least 1");
     }
-    if same_file(&a.out, &a.data) {
-        bail!(
-            "--out {} is the dataset: refusing to overwrite it",
-            a.out.display()
-        );
-    }
+    // --out may be the checkpoint itself (completing it in place), never the dataset.
+    crate::refuse_inputs_as_outputs(&[("--out", Some(&a.out))], &[Some(&a.data)])?;
     let mut ck = load_checkpoint(&a.checkpoint)?;
     let ds = Dataset::load(&a.data)?;
     let mut model = InferModel::from_checkpoint(&ck)
@@ -658,7 +634,7 @@ pub fn demo_sweeps(out: &Path) -> Result<()> {
         tracks.push((k.attribute.name().to_string(), bars));
     }
     let all = out.join("sweeps.mid");
-    std::fs::write(
+    arvae_core::files::write_bytes(
         &all,
         tracks_to_smf_bytes(&tracks, &ExportOptions::default()),
     )

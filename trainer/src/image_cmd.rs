@@ -225,17 +225,48 @@ pub fn build(r: BuildRequest) -> Result<()> {
     }
     ds.save(&r.out)?;
     println!(
-        "{}: {} images {}x{} (train {}, val {}, test {}), attributes {}, in {:.1} s",
-        r.out.display(),
+        "{}, in {:.1} s",
+        describe(&r.out, &ds),
+        t0.elapsed().as_secs_f64()
+    );
+    print_attribute_ranges(&ds);
+    Ok(())
+}
+
+/// One line: file, count, shape, splits, attributes.
+fn describe(path: &Path, ds: &ImageDataset) -> String {
+    format!(
+        "{}: {} images {}x{} (train {}, val {}, test {}), attributes {}",
+        path.display(),
         ds.len(),
         ds.header.height,
         ds.header.width,
         ds.count(Split::Train),
         ds.count(Split::Val),
         ds.count(Split::Test),
-        ds.header.attributes.join(", "),
-        t0.elapsed().as_secs_f64()
-    );
+        ds.header.attributes.join(", ")
+    )
+}
+
+/// `data stats` of an image dataset: kind, collection, count, shape, splits, attributes.
+pub fn print_image_stats(path: &Path, json: bool) -> Result<()> {
+    let ds = ImageDataset::load(path)?;
+    let h = &ds.header;
+    if json {
+        let v = serde_json::json!({
+            "kind": h.kind, "collection": h.collection, "source": h.source,
+            "images": ds.len(), "height": h.height, "width": h.width,
+            "pixel_format": h.pixel_format, "attributes": h.attributes,
+            "label": h.label_name, "classes": h.label_classes,
+            "splits": { "train": ds.count(Split::Train), "val": ds.count(Split::Val),
+                        "test": ds.count(Split::Test) },
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!("image dataset ({}, from {})", h.collection, h.source);
+    println!("{}", describe(path, &ds));
+    println!("labels: {} ({})", h.label_name, h.label_classes.join(", "));
     print_attribute_ranges(&ds);
     Ok(())
 }
@@ -358,6 +389,14 @@ pub fn train(r: TrainRequest) -> Result<()> {
         cfg.delta = r.delta;
     }
     if given("latent") {
+        if r.ar_vae && r.latent < ds.num_attributes() {
+            bail!(
+                "--latent {} is smaller than the {} attributes of {} (an AR-VAE regularizes each on its own dimension)",
+                r.latent,
+                ds.num_attributes(),
+                r.data.display()
+            );
+        }
         cfg.vae.latent = r.latent;
     }
     cfg.seed = r.seed;
@@ -489,7 +528,7 @@ pub fn eval(
         )?);
     }
     if let Some(p) = json {
-        std::fs::write(p, serde_json::to_string_pretty(&e)?)
+        arvae_core::files::write_bytes(p, serde_json::to_string_pretty(&e)?)
             .with_context(|| format!("cannot write {}", p.display()))?;
         println!("wrote {}", p.display());
     }

@@ -6,7 +6,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-/// A bar on stderr; skipped pieces print one line each (or only a count when `quiet_skips`).
+/// How many skipped files or pieces are named when skips are quiet.
+const SKIPS_NAMED: usize = 5;
+
+/// A bar on stderr; skipped files and pieces print one line each with the reason (only the
+/// first [`SKIPS_NAMED`] when `quiet_skips`, then a count).
 pub struct BarProgress {
     bar: Mutex<Option<ProgressBar>>,
     quiet_skips: bool,
@@ -23,15 +27,23 @@ impl BarProgress {
     }
 
     fn println(&self, line: &str) {
+        // A hidden bar (no terminal) drops its println: such lines go to stderr directly.
         match self.bar.lock().unwrap().as_ref() {
-            Some(b) => b.println(line),
-            None => eprintln!("{line}"),
+            Some(b) if !b.is_hidden() => b.println(line),
+            _ => eprintln!("{line}"),
         }
     }
 
     pub fn finish(&self) {
         if let Some(b) = self.bar.lock().unwrap().take() {
             b.finish_and_clear();
+        }
+        let skipped = self.skipped.load(Ordering::Relaxed);
+        if self.quiet_skips && skipped > SKIPS_NAMED {
+            eprintln!(
+                "... and {} more skipped (--verbose names them all)",
+                skipped - SKIPS_NAMED
+            );
         }
     }
 }
@@ -58,8 +70,8 @@ impl Progress for BarProgress {
         }
     }
     fn skipped(&self, e: &ImportError) {
-        self.skipped.fetch_add(1, Ordering::Relaxed);
-        if !self.quiet_skips {
+        let before = self.skipped.fetch_add(1, Ordering::Relaxed);
+        if !self.quiet_skips || before < SKIPS_NAMED {
             self.println(&format!("skipped {e}"));
         }
     }

@@ -425,7 +425,8 @@ pub fn report(a: ReportArgs) -> Result<()> {
     html.push_str("</body></html>\n");
     bar.finish_and_clear();
     let index = out.join("index.html");
-    std::fs::write(&index, html).with_context(|| format!("cannot write {}", index.display()))?;
+    arvae_core::files::write_bytes(&index, html)
+        .with_context(|| format!("cannot write {}", index.display()))?;
     println!("wrote {}", index.display());
     Ok(())
 }

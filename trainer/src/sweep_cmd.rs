@@ -57,7 +57,8 @@ struct SweepRunArgs {
     /// Seeds: a range `0..3` (0, 1, 2), `0..=3`, a list `0,4,7` or one seed.
     #[arg(long, default_value = "0..3")]
     seeds: String,
-    /// Runs at a time on this machine.
+    /// Runs at a time: child processes on this machine, or with --slurm the job array's
+    /// concurrency limit (`--array=0-N%JOBS`).
     #[arg(long, default_value_t = 1)]
     jobs: usize,
     /// Sweep folder: sweep.json and one folder per run under runs/.
@@ -66,13 +67,66 @@ struct SweepRunArgs {
     /// Leave out the β-VAE baseline (one run per seed, the paper's × in Fig. 8).
     #[arg(long)]
     no_baseline: bool,
-    /// Write a Slurm job-array script (sweep.slurm) and its command file (sweep.commands)
-    /// instead of running here.
+    /// Write a Slurm job-array script and its command list (sweep-N.slurm, sweep-N.commands;
+    /// N counts the generations written into --out) instead of running here.
     #[arg(long)]
     slurm: bool,
+    #[command(flatten)]
+    resources: SlurmResources,
     /// Flags for every `train` run, after `--` (e.g. `-- --epochs 10 --max-measures 20000`).
     #[arg(last = true)]
     train_args: Vec<String>,
+}
+
+/// What each Slurm array task asks for (defaults fit small nodes).
+#[derive(Args, Clone, Debug)]
+struct SlurmResources {
+    /// With --slurm: CPU cores per task (RAYON_NUM_THREADS follows SLURM_CPUS_PER_TASK).
+    #[arg(long, default_value_t = 2)]
+    cpus: usize,
+    /// With --slurm: memory per task (sbatch --mem).
+    #[arg(long, default_value = "4G")]
+    mem: String,
+    /// With --slurm: time limit per task (sbatch --time); a run cut short resumes when
+    /// submitted again.
+    #[arg(long, default_value = "12:00:00")]
+    time: String,
+    /// With --slurm: partition (sbatch --partition).
+    #[arg(long)]
+    partition: Option<String>,
+    /// With --slurm: account to charge (sbatch --account).
+    #[arg(long)]
+    account: Option<String>,
+    /// With --slurm: generic resources, e.g. `gpu:1` for one GPU (needs a `--features cuda`
+    /// build and `-- --device cuda`).
+    #[arg(long)]
+    gres: Option<String>,
+}
+
+impl SlurmResources {
+    /// The `#SBATCH` lines for these resources; values must be plain words.
+    fn directives(&self) -> Result<String> {
+        if self.cpus == 0 {
+            bail!("--cpus 0: each task needs at least 1 core");
+        }
+        let mut lines = vec![format!("#SBATCH --cpus-per-task={}", self.cpus)];
+        let named = [
+            ("mem", Some(&self.mem)),
+            ("time", Some(&self.time)),
+            ("partition", self.partition.as_ref()),
+            ("account", self.account.as_ref()),
+            ("gres", self.gres.as_ref()),
+        ];
+        for (flag, value) in named {
+            let Some(v) = value else { continue };
+            let plain = |c: char| c.is_ascii_alphanumeric() || "-_.:,=+".contains(c);
+            if v.is_empty() || !v.chars().all(plain) {
+                bail!("--{flag} '{v}' is not a plain Slurm value (letters, digits, - _ . : , = +)");
+            }
+            lines.push(format!("#SBATCH --{flag}={v}"));
+        }
+        Ok(lines.join("\n"))
+    }
 }
 
 /// One run of the grid.
@@ -309,6 +363,9 @@ fn run_grid(a: SweepRunArgs) -> Result<()> {
     if a.jobs == 0 {
         bail!("--jobs must be at least 1");
     }
+    if a.slurm {
+        a.resources.directives()?;
+    }
     check_train_args(&a.train_args)?;
     let epochs = requested_epochs(&a.train_args)?;
     if !data.is_file() {
@@ -336,9 +393,7 @@ fn run_grid(a: SweepRunArgs) -> Result<()> {
     }
     let plan_path = out.join("sweep.json");
     // Atomically, so a `sweep plot` or `report` reading it never sees half a file.
-    let tmp = out.join(".sweep.json.tmp");
-    std::fs::write(&tmp, serde_json::to_string_pretty(&plan)?)
-        .and_then(|_| std::fs::rename(&tmp, &plan_path))
+    arvae_core::files::write_bytes(&plan_path, serde_json::to_string_pretty(&plan)?)
         .with_context(|| format!("cannot write {}", plan_path.display()))?;
 
     let runs_dir = out.join("runs");
@@ -362,7 +417,7 @@ fn run_grid(a: SweepRunArgs) -> Result<()> {
     );
 
     if a.slurm {
-        return write_slurm(&plan, &todo, &out, a.jobs);
+        return write_slurm(&plan, &todo, &out, a.jobs, &a.resources);
     }
     if todo.is_empty() {
         println!(
@@ -455,16 +510,27 @@ fn run_grid(a: SweepRunArgs) -> Result<()> {
     Ok(())
 }
 
-fn write_slurm(plan: &SweepPlan, todo: &[&SweepRun], out: &Path, jobs: usize) -> Result<()> {
-    if todo.is_empty() {
-        println!("every run is finished; no Slurm script written");
-        return Ok(());
+/// Claims the next generation number of `out` by creating its command file exclusively, so
+/// two `sweep --slurm` writing at once never share a command list.
+fn claim_generation(out: &Path) -> Result<(usize, PathBuf)> {
+    for n in 1..10_000 {
+        let path = out.join(format!("sweep-{n}.commands"));
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(_) => return Ok((n, path)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e).with_context(|| format!("cannot create {}", path.display())),
+        }
     }
-    let out_abs = absolute(out);
-    let exe = std::env::current_exe()
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|_| "arvae-trainer".into());
-    let commands: Vec<String> = todo
+    bail!("{}: 10,000 sweep generations already", out.display())
+}
+
+/// The command lines of the runs to do, one per array task.
+fn slurm_commands(plan: &SweepPlan, todo: &[&SweepRun], out_abs: &Path) -> String {
+    let lines: Vec<String> = todo
         .iter()
         .map(|r| {
             let dir = out_abs.join("runs").join(&r.name);
@@ -475,38 +541,80 @@ fn write_slurm(plan: &SweepPlan, todo: &[&SweepRun], out: &Path, jobs: usize) ->
             format!("\"$ARVAE_TRAINER\" {}", args.join(" "))
         })
         .collect();
-    let cmd_path = out.join("sweep.commands");
-    std::fs::write(&cmd_path, commands.join("\n") + "\n")
-        .with_context(|| format!("cannot write {}", cmd_path.display()))?;
-    let script = format!(
+    lines.join("\n") + "\n"
+}
+
+/// The job-array script of one generation: task i runs line i + 1 of `commands`.
+fn slurm_script(
+    n: usize,
+    jobs: usize,
+    script: &Path,
+    commands: &Path,
+    out_abs: &Path,
+    resources: &SlurmResources,
+) -> Result<String> {
+    let directives = resources.directives()?;
+    let exe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "arvae-trainer".into());
+    let log = out_abs.join("runs").join("slurm-%A_%a.log");
+    Ok(format!(
         r#"#!/bin/bash
 # AR-VAE sweep: {n} runs, one per array task, at most {jobs} at a time.
 # Submit with:  sbatch {script}
-# Each task runs line $SLURM_ARRAY_TASK_ID + 1 of sweep.commands. Runs resume from their last
-# complete epoch, so a task that was pre-empted or timed out can simply be submitted again.
-# Adjust the resources below (and add `--device cuda` to the train flags for GPUs).
+# Each task runs line $SLURM_ARRAY_TASK_ID + 1 of {commands} (this generation's own list).
+# Runs resume from their last complete epoch, so a task that was pre-empted or timed out can
+# simply be submitted again; a run that another task is training is refused (its run.lock).
+# GPUs: build with `cargo build --release -p arvae-trainer --features cuda`, write the sweep
+# with `--gres gpu:1` and add `--device cuda` to the train flags after `--`.
 #SBATCH --job-name=arvae-sweep
 #SBATCH --array=0-{last}%{jobs}
-#SBATCH --cpus-per-task=4
-#SBATCH --mem=8G
-#SBATCH --time=24:00:00
-#SBATCH --output={out}/runs/slurm-%A_%a.log
+{directives}
+#SBATCH --output="{log}"
 set -euo pipefail
 export ARVAE_TRAINER="${{ARVAE_TRAINER:-{exe}}}"
+export RAYON_NUM_THREADS="${{SLURM_CPUS_PER_TASK:-{cpus}}}"
 line=$(sed -n "$((SLURM_ARRAY_TASK_ID + 1))p" {commands})
+if [ -z "$line" ]; then
+  echo "task $SLURM_ARRAY_TASK_ID: no line $((SLURM_ARRAY_TASK_ID + 1)) in {commands}" >&2
+  exit 1
+fi
 echo "task $SLURM_ARRAY_TASK_ID: $line"
 eval "$line"
 "#,
-        n = todo.len(),
-        last = todo.len() - 1,
-        jobs = jobs,
-        script = shell_quote(&out_abs.join("sweep.slurm").display().to_string()),
-        out = out_abs.display(),
-        exe = exe,
-        commands = shell_quote(&out_abs.join("sweep.commands").display().to_string()),
-    );
-    let script_path = out.join("sweep.slurm");
-    std::fs::write(&script_path, script)
+        last = n - 1,
+        cpus = resources.cpus,
+        script = shell_quote(&script.display().to_string()),
+        commands = shell_quote(&commands.display().to_string()),
+        log = log.display().to_string().replace('"', "\\\""),
+    ))
+}
+
+fn write_slurm(
+    plan: &SweepPlan,
+    todo: &[&SweepRun],
+    out: &Path,
+    jobs: usize,
+    resources: &SlurmResources,
+) -> Result<()> {
+    if todo.is_empty() {
+        println!("every run is finished; no Slurm script written");
+        return Ok(());
+    }
+    let out_abs = absolute(out);
+    let (n, cmd_path) = claim_generation(out)?;
+    arvae_core::files::write_bytes(&cmd_path, slurm_commands(plan, todo, &out_abs))
+        .with_context(|| format!("cannot write {}", cmd_path.display()))?;
+    let script_path = out.join(format!("sweep-{n}.slurm"));
+    let script = slurm_script(
+        todo.len(),
+        jobs,
+        &out_abs.join(format!("sweep-{n}.slurm")),
+        &absolute(&cmd_path),
+        &out_abs,
+        resources,
+    )?;
+    arvae_core::files::write_bytes(&script_path, script)
         .with_context(|| format!("cannot write {}", script_path.display()))?;
     println!(
         "wrote {} ({} array tasks, {jobs} at a time) and {}; submit with `sbatch {}`, then `arvae-trainer sweep plot {}`",
@@ -618,10 +726,10 @@ pub fn plot(a: &SweepPlotArgs) -> Result<SweepSummary> {
         );
     }
     let csv_path = out.join("summary.csv");
-    std::fs::write(&csv_path, csv)
+    arvae_core::files::write_bytes(&csv_path, csv)
         .with_context(|| format!("cannot write {}", csv_path.display()))?;
     let json_path = out.join("summary.json");
-    std::fs::write(
+    arvae_core::files::write_bytes(
         &json_path,
         serde_json::to_string_pretty(&serde_json::json!({
             "points": points, "baseline": baseline, "missing": missing

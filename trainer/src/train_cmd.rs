@@ -188,8 +188,59 @@ impl TrainObserver for BarObserver {
     }
 }
 
+/// Largest latent size `train` accepts.
+const MAX_LATENT: usize = 4096;
+
+/// Checks the numbers of `train` before any work: each message names the flag and the value.
+fn check_train_args(a: &TrainArgs, image: bool) -> Result<()> {
+    let weight = |flag: &str, v: f64| -> Result<()> {
+        if !(v.is_finite() && v >= 0.0) {
+            bail!("{flag} {v} must be a finite number >= 0");
+        }
+        Ok(())
+    };
+    weight("--beta", a.beta)?;
+    weight("--gamma", a.gamma)?;
+    if !(a.delta.is_finite() && a.delta > 0.0) {
+        bail!("--delta {} must be a finite number > 0", a.delta);
+    }
+    if !(a.lr.is_finite() && a.lr > 0.0) {
+        bail!("--lr {} must be a finite number > 0", a.lr);
+    }
+    for (flag, v) in [("--epochs", a.epochs), ("--batch", a.batch)] {
+        if v == 0 {
+            bail!("{flag} 0: must be at least 1");
+        }
+    }
+    if a.max_measures == Some(0) {
+        bail!("--max-measures 0: must be at least 1 (leave it out to use every measure)");
+    }
+    if a.eval_measures == 0 {
+        bail!("--eval-measures 0: must be at least 1");
+    }
+    // Music attribute l lives on latent dimension l, so all four dimensions must exist.
+    let least = if image { 1 } else { Attribute::ALL.len() };
+    if !(least..=MAX_LATENT).contains(&a.latent) {
+        bail!(
+            "--latent {} is outside {least}..={MAX_LATENT} (music attributes are regularized on dimensions 0..3)",
+            a.latent
+        );
+    }
+    if let Some(d) = a
+        .attributes
+        .iter()
+        .enumerate()
+        .find(|(i, x)| a.attributes[..*i].contains(x))
+    {
+        bail!("--attributes names {} twice", d.1.name());
+    }
+    Ok(())
+}
+
 pub fn train(a: TrainArgs) -> Result<()> {
-    if arvae_core::data::images::is_image_dataset(&a.data) {
+    let image = arvae_core::data::images::is_image_dataset(&a.data);
+    check_train_args(&a, image)?;
+    if image {
         if !a.attributes.is_empty() {
             bail!("--attributes names musical attributes; image models regularize every attribute of the dataset");
         }

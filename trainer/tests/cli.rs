@@ -344,3 +344,396 @@ fn train_resume_generate() {
     let e = fails(&["generate", "--checkpoint", s(&cut), "--out", s(&mid)]);
     assert!(e.contains("cut.safetensors"), "{e}");
 }
+
+#[test]
+fn outputs_that_are_inputs_are_refused_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = synthetic_dataset(dir.path(), 20);
+    let before = std::fs::read(&ds).unwrap();
+    let ck = dir.path().join("model.safetensors");
+    std::fs::write(&ck, "not read: the check comes first").unwrap();
+    let mid = dir.path().join("tune.mid");
+    std::fs::write(&mid, "MThd").unwrap();
+    let cases: [&[&str]; 5] = [
+        &[
+            "eval",
+            "--checkpoint",
+            s(&ck),
+            "--data",
+            s(&ds),
+            "--json",
+            s(&ds),
+        ],
+        &[
+            "eval",
+            "--checkpoint",
+            s(&ck),
+            "--data",
+            s(&ds),
+            "--latents",
+            s(&ck),
+        ],
+        &["compare", s(&ck), "--markdown", s(&ck)],
+        &["data", "export-midi", s(&ds), "--out", s(&ds)],
+        &["data", "build", "--input", s(&mid), "--out", s(&mid)],
+    ];
+    for args in cases {
+        let e = fails(args);
+        assert!(e.contains("also an input"), "{args:?}: {e}");
+    }
+    assert_eq!(std::fs::read(&ds).unwrap(), before);
+    assert_eq!(std::fs::read(&mid).unwrap(), b"MThd");
+}
+
+#[cfg(unix)]
+#[test]
+fn data_build_keeps_devices_and_symlinks() {
+    let dir = tempfile::tempdir().unwrap();
+    let synth = [
+        "data",
+        "build",
+        "--collection",
+        "synthetic",
+        "--pieces",
+        "10",
+    ];
+    let mut args = synth.to_vec();
+    args.extend(["--out", "/dev/null"]);
+    ok(&args);
+    assert!(!std::fs::metadata("/dev/null").unwrap().is_file());
+    let real = dir.path().join("real.arvae");
+    let link = dir.path().join("link.arvae");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let mut args = synth.to_vec();
+    args.extend(["--out", s(&link)]);
+    ok(&args);
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert!(ok(&["data", "stats", s(&real)]).contains("measures: train"));
+}
+
+/// A MIDI file whose first track chunk announces far more bytes than the file holds.
+fn lying_midi() -> Vec<u8> {
+    let mut b = b"MThd\0\0\0\x06\0\0\0\x01\0\x60MTrk\x7f\xff\xff\xff".to_vec();
+    b.extend([0u8; 40]);
+    b
+}
+
+#[test]
+fn data_build_names_skipped_files_and_reasons() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("in");
+    std::fs::create_dir(&d).unwrap();
+    std::fs::write(d.join("lying.mid"), lying_midi()).unwrap();
+    let deep = format!("{}{}", "<a>".repeat(5000), "</a>".repeat(5000));
+    std::fs::write(d.join("deep.xml"), deep).unwrap();
+    std::fs::write(
+        d.join("tune.abc"),
+        "X:1\nT:Good\nM:4/4\nL:1/8\nK:G\nGABc dedB|GABc d4|]\n",
+    )
+    .unwrap();
+    let out = dir.path().join("x.arvae");
+    let args = ["data", "build", "--input", s(&d), "--out", s(&out)];
+    let text = ok(&args);
+    assert!(
+        text.contains("lying.mid") && text.contains("announces 2147483647 bytes"),
+        "{text}"
+    );
+    assert!(
+        text.contains("deep.xml") && text.contains("nested"),
+        "{text}"
+    );
+    let mut verbose = args.to_vec();
+    verbose.push("-v");
+    let text = ok(&verbose);
+    assert_eq!(text.matches("skipped ").count(), 2 + 1, "{text}");
+    // Many bad files: the first five are named (a file given directly too), then a count.
+    for i in 0..6 {
+        std::fs::write(d.join(format!("junk{i}.mid")), "not MIDI").unwrap();
+    }
+    let txt = dir.path().join("notes.txt");
+    std::fs::write(&txt, "a text file").unwrap();
+    let text = ok(&["data", "build", "--input", s(&txt), s(&d), "--out", s(&out)]);
+    assert!(
+        text.contains("notes.txt") && text.contains("not a MIDI"),
+        "{text}"
+    );
+    let named = text.lines().filter(|l| l.starts_with("skipped /")).count();
+    assert_eq!(named, 5, "{text}");
+    assert!(text.contains("... and 4 more skipped"), "{text}");
+}
+
+#[test]
+fn image_datasets_are_described_not_called_bad_magic() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = dir.path().join("sprites.arvae");
+    ok(&[
+        "data",
+        "build",
+        "--collection",
+        "dsprites",
+        "--stride",
+        "2000",
+        "--out",
+        s(&ds),
+    ]);
+    let text = ok(&["data", "stats", s(&ds)]);
+    assert!(
+        text.contains("image dataset") && text.contains("64x64") && text.contains("train"),
+        "{text}"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&["data", "stats", s(&ds), "--json"])).unwrap();
+    assert_eq!(v["kind"], "images");
+    let e = fails(&[
+        "data",
+        "export-midi",
+        s(&ds),
+        "--out",
+        s(&dir.path().join("x.mid")),
+    ]);
+    assert!(
+        e.contains("needs a music dataset") && !e.contains("magic"),
+        "{e}"
+    );
+    let e = fails(&["score", "--checkpoint", "bach", "--data", s(&ds)]);
+    assert!(e.contains("image dataset") && !e.contains("magic"), "{e}");
+    let run = dir.path().join("run");
+    let e = fails(&["train", "--data", s(&ds), "--out", s(&run), "--latent", "2"]);
+    assert!(e.contains("--latent 2") && e.contains("attributes"), "{e}");
+}
+
+#[test]
+fn train_rejects_bad_numbers_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = synthetic_dataset(dir.path(), 20);
+    let run = dir.path().join("run");
+    let cases: [(&[&str], &str); 11] = [
+        (&["--max-measures", "0"], "--max-measures 0"),
+        (&["--gamma=-1"], "--gamma -1"),
+        (&["--beta", "NaN"], "--beta NaN"),
+        (&["--delta", "0"], "--delta 0"),
+        (&["--lr", "0"], "--lr 0"),
+        (&["--lr", "NaN"], "--lr NaN"),
+        (&["--eval-measures", "0"], "--eval-measures 0"),
+        (&["--latent", "100000"], "--latent 100000"),
+        (&["--latent", "2"], "--latent 2"),
+        (&["--attributes", "contour,contour"], "contour twice"),
+        (&["--epochs", "0"], "--epochs 0"),
+    ];
+    for (extra, needle) in cases {
+        let mut args = vec!["train", "--data", s(&ds), "--out", s(&run)];
+        args.extend(extra);
+        let e = fails(&args);
+        assert!(e.contains(needle), "{extra:?}: {e}");
+    }
+    assert!(!run.exists(), "a rejected run must not create its folder");
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn runs_are_locked_and_resume_cleans_up_after_a_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = synthetic_dataset(dir.path(), 60);
+    let run = dir.path().join("run");
+    let train = |epochs: &'static str, resume: bool| -> Vec<&str> {
+        let mut args = vec![
+            "train",
+            "--epochs",
+            epochs,
+            "--data",
+            s(&ds),
+            "--out",
+            s(&run),
+        ];
+        args.extend(["--batch", "32", "--max-measures", "32", "--latent", "8"]);
+        args.extend(["--eval-measures", "32"]);
+        if resume {
+            args.push("--resume");
+        }
+        args
+    };
+    ok(&train("1", false));
+    assert!(!run.join("run.lock").exists(), "the lock is released");
+    // A live trainer holds the run: refused.
+    let me = format!("{} {}\n", std::process::id(), host_name());
+    std::fs::write(run.join("run.lock"), &me).unwrap();
+    let e = fails(&train("2", true));
+    assert!(e.contains("in use by process"), "{e}");
+    // A kill left a stale lock and a temporary checkpoint: resume takes over and cleans up.
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    std::fs::write(run.join("run.lock"), format!("{dead} {}\n", host_name())).unwrap();
+    let tmp = run.join(format!(".model.safetensors.tmp-{dead}"));
+    std::fs::write(&tmp, "half a checkpoint").unwrap();
+    ok(&train("2", true));
+    assert!(!tmp.exists() && !run.join("run.lock").exists());
+    let log = std::fs::read_to_string(run.join("log.csv")).unwrap();
+    assert_eq!(log.lines().count(), 3, "{log}");
+}
+
+#[cfg(unix)]
+#[test]
+fn slurm_generations_each_run_their_own_commands_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = synthetic_dataset(dir.path(), 20);
+    let out = dir.path().join("sweep");
+    let sweep = |seeds: &str, extra: &[&str]| {
+        let mut args = vec!["sweep", "--data", s(&ds), "--gamma", "1", "--delta", "1"];
+        args.extend(["--seeds", seeds, "--no-baseline", "--jobs", "2", "--slurm"]);
+        args.extend(extra);
+        args.extend(["--out", s(&out), "--", "--epochs", "1"]);
+        args.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let run = |v: Vec<String>, good: bool| {
+        let args: Vec<&str> = v.iter().map(String::as_str).collect();
+        if good {
+            ok(&args)
+        } else {
+            fails(&args)
+        }
+    };
+    let e = run(sweep("0", &["--mem", "4G; rm -rf"]), false);
+    assert!(e.contains("--mem"), "{e}");
+    run(
+        sweep(
+            "0..2",
+            &["--cpus", "3", "--partition", "short", "--gres", "gpu:1"],
+        ),
+        true,
+    );
+    run(sweep("5..=6", &[]), true);
+    let script = std::fs::read_to_string(out.join("sweep-1.slurm")).unwrap();
+    for line in [
+        "#SBATCH --array=0-1%2",
+        "#SBATCH --cpus-per-task=3",
+        "#SBATCH --mem=4G",
+        "#SBATCH --time=12:00:00",
+        "#SBATCH --partition=short",
+        "#SBATCH --gres=gpu:1",
+        "#SBATCH --output=\"",
+        "sweep-1.commands",
+        "--features cuda",
+    ] {
+        assert!(script.contains(line), "{line} missing:\n{script}");
+    }
+    // Both generations queued at once: each task runs its own generation's line, once.
+    let fake = dir.path().join("fake-trainer");
+    let log = dir.path().join("calls.log");
+    std::fs::write(
+        &fake,
+        "#!/bin/bash\necho \"$RAYON_NUM_THREADS $*\" >> \"$CALLS\"\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let task = |generation: u32, id: u32| {
+        std::process::Command::new("bash")
+            .arg(out.join(format!("sweep-{generation}.slurm")))
+            .env("ARVAE_TRAINER", &fake)
+            .env("CALLS", &log)
+            .env("SLURM_ARRAY_TASK_ID", id.to_string())
+            .env("SLURM_CPUS_PER_TASK", "3")
+            .output()
+            .unwrap()
+    };
+    for (generation, id) in [(1, 0), (2, 0), (2, 1), (1, 1)] {
+        let o = task(generation, id);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let calls = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(calls.lines().count(), 4, "{calls}");
+    for run in ["g1_d1_s0", "g1_d1_s1", "g1_d1_s5", "g1_d1_s6"] {
+        let n = calls
+            .lines()
+            .filter(|l| l.contains(&format!("/{run} ")))
+            .count();
+        assert_eq!(n, 1, "{run}: {calls}");
+    }
+    assert!(calls.lines().all(|l| l.starts_with("3 train ")), "{calls}");
+    // A task past the end of its list fails instead of doing nothing quietly.
+    let o = task(1, 2);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no line 3"));
+}
+
+/// A MIDI file of 45 bytes (96 ticks per beat) with two quarter notes 99,990 bars apart.
+fn notes_far_apart() -> Vec<u8> {
+    let gap: u32 = 99_990 * 4 * 96 - 96;
+    let mut vlq = vec![(gap & 0x7F) as u8];
+    let mut v = gap >> 7;
+    while v > 0 {
+        vlq.insert(0, (v & 0x7F) as u8 | 0x80);
+        v >>= 7;
+    }
+    let mut track = vec![0x00, 0x90, 60, 64, 0x60, 0x80, 60, 0];
+    track.extend(vlq);
+    track.extend([0x90, 62, 64, 0x60, 0x80, 62, 0, 0x00, 0xFF, 0x2F, 0x00]);
+    let mut f = b"MThd\0\0\0\x06\0\0\0\x01\0\x60MTrk".to_vec();
+    f.extend((track.len() as u32).to_be_bytes());
+    f.extend(track);
+    f
+}
+
+#[test]
+fn notes_far_apart_give_a_few_bars_not_millions() {
+    let dir = tempfile::tempdir().unwrap();
+    let far = dir.path().join("far.mid");
+    std::fs::write(&far, notes_far_apart()).unwrap();
+    assert!(std::fs::metadata(&far).unwrap().len() < 50);
+    let out = dir.path().join("t.mid");
+    let text = ok(&[
+        "generate",
+        "--checkpoint",
+        "bach",
+        "--encode",
+        s(&far),
+        "--out",
+        s(&out),
+    ]);
+    // The first note's bar, 8 silent bars kept (MAX_IDLE_BARS), the second note's bar.
+    assert!(text.contains("wrote 10 bars"), "{text}");
+    let ds = dir.path().join("far.arvae");
+    ok(&["data", "build", "--input", s(&far), "--out", s(&ds)]);
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&["data", "stats", s(&ds), "--json"])).unwrap();
+    assert!(total_measures(&v) <= 10 * 30, "{v}");
+}
+
+#[cfg(unix)]
+#[test]
+fn devices_and_fifos_are_refused_not_read_for_ever() {
+    let dir = tempfile::tempdir().unwrap();
+    let mid = dir.path().join("g.mid");
+    let e = fails(&["generate", "--checkpoint", "/dev/zero", "--out", s(&mid)]);
+    assert!(e.contains("not a regular file"), "{e}");
+    let e = fails(&["data", "stats", "/dev/zero"]);
+    assert!(e.contains("not a regular file"), "{e}");
+    let fifo = dir.path().join("pipe.arvae");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    if made.is_ok_and(|st| st.success()) {
+        let run = dir.path().join("run");
+        let e = fails(&["train", "--data", s(&fifo), "--out", s(&run)]);
+        assert!(e.contains("not a regular file"), "{e}");
+        let e = fails(&[
+            "generate",
+            "--checkpoint",
+            "bach",
+            "--encode",
+            s(&fifo),
+            "--out",
+            s(&mid),
+        ]);
+        assert!(e.contains("not a regular file"), "{e}");
+    }
+}

@@ -158,9 +158,9 @@ fn sweep_skips_finished_runs_resumes_and_plots() {
         text.contains("0 finished (skipped), 0 to resume, 4 new"),
         "{text}"
     );
-    let script = std::fs::read_to_string(slurm.join("sweep.slurm")).unwrap();
+    let script = std::fs::read_to_string(slurm.join("sweep-1.slurm")).unwrap();
     assert!(script.contains("#SBATCH --array=0-3%2"), "{script}");
-    let cmds = std::fs::read_to_string(slurm.join("sweep.commands")).unwrap();
+    let cmds = std::fs::read_to_string(slurm.join("sweep-1.commands")).unwrap();
     assert_eq!(cmds.lines().count(), 4, "{cmds}");
     assert!(cmds
         .lines()

@@ -161,44 +161,25 @@ fn corpus_sources(
     Ok(out)
 }
 
-fn walk(path: &Path, out: &mut Vec<Source>, progress: &dyn Progress) {
+/// Collects the music files at `path` (a file or a folder, recursively). `seen` holds the
+/// folders already walked, so a symlink loop is walked once instead of for ever.
+fn walk(path: &Path, out: &mut Vec<Source>, progress: &dyn Progress, seen: &mut HashSet<PathBuf>) {
     let name = path.display().to_string();
+    let skip = |reason: &'static str, message: String| {
+        progress.skipped(&ImportError::new(&name, reason, message))
+    };
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
-        Err(e) => {
-            progress.skipped(&ImportError::new(
-                name,
-                "unreadable",
-                format!("cannot read: {e}"),
-            ));
-            return;
-        }
+        Err(e) => return skip("unreadable", format!("cannot read: {e}")),
     };
     if meta.is_dir() {
-        let mut entries: Vec<PathBuf> = match std::fs::read_dir(path) {
-            Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).collect(),
-            Err(e) => {
-                progress.skipped(&ImportError::new(
-                    name,
-                    "unreadable",
-                    format!("cannot list folder: {e}"),
-                ));
-                return;
-            }
-        };
-        entries.sort();
-        let before = out.len();
-        for e in entries {
-            if e.is_dir() || kind_of(&e.to_string_lossy()).is_some() {
-                walk(&e, out, progress);
-            }
-        }
-        if out.len() == before {
-            progress.skipped(&ImportError::new(
-                name,
-                "empty_folder",
-                "no MIDI, MusicXML or ABC files in this folder",
-            ));
+        match path.canonicalize().map(|real| seen.insert(real)) {
+            Ok(true) => walk_folder(path, out, progress, seen),
+            Ok(false) => skip(
+                "duplicate",
+                "this folder was already read (a symlink loop?)".into(),
+            ),
+            Err(e) => skip("unreadable", format!("cannot resolve: {e}")),
         }
         return;
     }
@@ -206,13 +187,43 @@ fn walk(path: &Path, out: &mut Vec<Source>, progress: &dyn Progress) {
         Some(kind) => out.push(Source {
             name: name.clone(),
             kind,
-            data: std::fs::read(path).map_err(|e| format!("cannot read: {e}")),
+            data: crate::files::read_input(path, crate::files::MAX_MUSIC_FILE)
+                .map_err(|e| format!("cannot read: {e}")),
         }),
-        None => progress.skipped(&ImportError::new(
-            name,
+        None => skip(
             "unsupported",
-            "not a MIDI (.mid), MusicXML (.mxl, .xml, .musicxml) or ABC (.abc) file",
-        )),
+            "not a MIDI (.mid), MusicXML (.mxl, .xml, .musicxml) or ABC (.abc) file".into(),
+        ),
+    }
+}
+
+fn walk_folder(
+    path: &Path,
+    out: &mut Vec<Source>,
+    progress: &dyn Progress,
+    seen: &mut HashSet<PathBuf>,
+) {
+    let name = path.display().to_string();
+    let mut entries: Vec<PathBuf> = match std::fs::read_dir(path) {
+        Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).collect(),
+        Err(e) => {
+            let e = ImportError::new(name, "unreadable", format!("cannot list folder: {e}"));
+            return progress.skipped(&e);
+        }
+    };
+    entries.sort();
+    let before = out.len();
+    for e in entries {
+        if e.is_dir() || kind_of(&e.to_string_lossy()).is_some() {
+            walk(&e, out, progress, seen);
+        }
+    }
+    if out.len() == before {
+        progress.skipped(&ImportError::new(
+            name,
+            "empty_folder",
+            "no MIDI, MusicXML or ABC files in this folder",
+        ));
     }
 }
 
@@ -338,8 +349,9 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Dataset, Bu
         ),
         Collection::Files(paths) => {
             let mut out = Vec::new();
+            let mut seen = HashSet::new();
             for p in paths {
-                walk(p, &mut out, progress);
+                walk(p, &mut out, progress, &mut seen);
             }
             let desc = paths
                 .iter()
@@ -475,10 +487,18 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Dataset, Bu
         if header.pieces_total == 0 {
             reasons.push("no readable pieces".into());
         }
+        let first: Vec<String> = header
+            .skipped
+            .iter()
+            .take(3)
+            .map(|p| format!("{}: {}", p.source, p.message))
+            .collect();
         return Err(BuildError::Empty(format!(
-            "{} pieces read, none usable ({})",
+            "{} pieces read, none usable ({}){}{}",
             header.pieces_total,
-            reasons.join(", ")
+            reasons.join(", "),
+            if first.is_empty() { "" } else { "; " },
+            first.join("; ")
         )));
     }
     ds.header = header;
@@ -617,6 +637,97 @@ mod tests {
             assert!(
                 lines.iter().any(|l| l.contains(needle)),
                 "no line for {needle}: {lines:#?}"
+            );
+        }
+    }
+
+    /// A variable-length MIDI quantity.
+    fn vlq(mut v: u32) -> Vec<u8> {
+        let mut out = vec![(v & 0x7F) as u8];
+        v >>= 7;
+        while v > 0 {
+            out.insert(0, (v & 0x7F) as u8 | 0x80);
+            v >>= 7;
+        }
+        out
+    }
+
+    /// A format-0 MIDI file (96 ticks per beat) with two quarter notes `bars` 4/4 bars apart.
+    fn notes_far_apart(bars: u32) -> Vec<u8> {
+        let mut track = vec![0x00, 0x90, 60, 64, 0x60, 0x80, 60, 0];
+        track.extend(vlq(bars * 4 * 96 - 96));
+        track.extend([0x90, 62, 64, 0x60, 0x80, 62, 0, 0x00, 0xFF, 0x2F, 0x00]);
+        let mut f = b"MThd\0\0\0\x06\0\0\0\x01\0\x60MTrk".to_vec();
+        f.extend((track.len() as u32).to_be_bytes());
+        f.extend(track);
+        f
+    }
+
+    #[test]
+    fn hostile_files_are_skipped_or_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let depth = 150_000;
+        let deep = format!(
+            "<score-partwise>{}{}</score-partwise>",
+            "<a>".repeat(depth),
+            "</a>".repeat(depth)
+        );
+        std::fs::write(d.join("deep.xml"), deep).unwrap();
+        let far = notes_far_apart(99_990);
+        assert!(far.len() < 50);
+        std::fs::write(d.join("far.mid"), far).unwrap();
+        let rec = Record::default();
+        let opts = BuildOptions {
+            collection: Collection::Files(vec![d.to_path_buf()]),
+            ..Default::default()
+        };
+        let ds = build(&opts, &rec).unwrap();
+        let lines = rec.0.lock().unwrap().clone();
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("deep.xml") && l.contains("nested")),
+            "{lines:?}"
+        );
+        assert_eq!(ds.header.pieces_used, 1);
+        let per_transposition = 1 + tokenize::MAX_IDLE_BARS + 1;
+        assert_eq!(ds.header.pieces[0].measures, per_transposition);
+        assert!(ds.measures.len() <= per_transposition * 30);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn symlink_loops_and_fifos_do_not_hang_a_build() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(
+            d.join("tune.abc"),
+            "X:1\nT:Good\nM:4/4\nL:1/8\nK:G\nGABc dedB|GABc d4|]\n",
+        )
+        .unwrap();
+        // Two loops back to the folder: walked naively, 2^40 paths.
+        std::os::unix::fs::symlink(d, d.join("loop1")).unwrap();
+        std::os::unix::fs::symlink(d, d.join("loop2")).unwrap();
+        let fifo = d.join("pipe.mid");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        let rec = Record::default();
+        let opts = BuildOptions {
+            collection: Collection::Files(vec![d.to_path_buf()]),
+            ..Default::default()
+        };
+        let t0 = std::time::Instant::now();
+        let ds = build(&opts, &rec).unwrap();
+        assert!(t0.elapsed().as_secs() < 20);
+        assert_eq!(ds.header.pieces_used, 1);
+        let lines = rec.0.lock().unwrap().clone();
+        assert!(lines.iter().any(|l| l.contains("loop1")), "{lines:?}");
+        if made.is_ok_and(|s| s.success()) {
+            assert!(
+                lines
+                    .iter()
+                    .any(|l| l.contains("pipe.mid") && l.contains("not a regular file")),
+                "{lines:?}"
             );
         }
     }

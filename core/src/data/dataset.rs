@@ -9,7 +9,6 @@ use crate::music::attributes::Attribute;
 use crate::music::token::{token_name, Measure, TICKS_PER_MEASURE, VOCAB_SIZE};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// First bytes of every dataset file.
@@ -257,29 +256,20 @@ impl Dataset {
         out
     }
 
-    /// Writes the file atomically (temporary file in the same folder, then rename).
+    /// Writes the file atomically ([`crate::files::write_file`]).
     pub fn save(&self, path: &Path) -> Result<(), DatasetError> {
         let bytes = self.to_bytes();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .map_err(|e| DatasetError::new(path, format!("cannot create folder: {e}")))?;
         }
-        let tmp = path.with_extension("arvae.tmp");
-        let write = || -> std::io::Result<()> {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, path)
-        };
-        write().map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            DatasetError::new(path, format!("cannot write: {e}"))
-        })
+        crate::files::write_bytes(path, &bytes)
+            .map_err(|e| DatasetError::new(path, format!("cannot write: {e}")))
     }
 
     /// Reads and checks a dataset file.
     pub fn load(path: &Path) -> Result<Dataset, DatasetError> {
-        let bytes = std::fs::read(path)
+        let bytes = crate::files::read_input(path, crate::files::MAX_DATA_FILE)
             .map_err(|e| DatasetError::new(path, format!("cannot read: {e}")))?;
         Dataset::from_bytes(&bytes, path)
     }
@@ -288,6 +278,12 @@ impl Dataset {
     pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Dataset, DatasetError> {
         let err = |m: String| DatasetError::new(path, m);
         if bytes.len() < 16 || bytes[..7] != MAGIC[..7] {
+            if bytes.starts_with(b"ARVAEIM") {
+                return Err(err(
+                    "is an image dataset (dSprites or Morpho-MNIST); this needs a music dataset"
+                        .into(),
+                ));
+            }
             return Err(err("not an arvae dataset file (bad magic bytes)".into()));
         }
         if bytes[7] != MAGIC[7] {

@@ -415,8 +415,7 @@ pub fn write_npz(path: &Path, arrays: &[(&str, &NpyArray)]) -> Result<(), NpzErr
         path: path.to_path_buf(),
         source,
     };
-    let file = std::fs::File::create(path).map_err(io_err)?;
-    let mut zw = zip::ZipWriter::new(std::io::BufWriter::new(file));
+    let mut zw = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
     for (name, arr) in arrays {
         let bytes = encode_npy(arr);
         let opts = zip::write::SimpleFileOptions::default()
@@ -426,9 +425,8 @@ pub fn write_npz(path: &Path, arrays: &[(&str, &NpyArray)]) -> Result<(), NpzErr
             .map_err(zip_err)?;
         zw.write_all(&bytes).map_err(io_err)?;
     }
-    let mut w = zw.finish().map_err(zip_err)?;
-    w.flush().map_err(io_err)?;
-    Ok(())
+    let bytes = zw.finish().map_err(zip_err)?.into_inner();
+    crate::files::write_bytes(path, &bytes).map_err(io_err)
 }
 
 /// The arrays of one `.npz` file, by name (without the `.npy` suffix).

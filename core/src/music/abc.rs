@@ -87,7 +87,7 @@ pub fn parse_tunes(text: &str, source: &str) -> Vec<Result<Melody, ImportError>>
 /// Reads an .abc file from disk (lossy UTF-8 / Latin-1 tolerant).
 pub fn read_file(path: &Path) -> Vec<Result<Melody, ImportError>> {
     let source = path.display().to_string();
-    match std::fs::read(path) {
+    match crate::files::read_input(path, crate::files::MAX_MUSIC_FILE) {
         Ok(bytes) => parse_tunes(&decode(&bytes), &source),
         Err(e) => vec![Err(ImportError::new(
             source,

@@ -258,7 +258,7 @@ pub fn tracks_to_smf_bytes(tracks: &[(String, Vec<Measure>)], opts: &ExportOptio
 
 /// Writes `measures` to `path` as a one-track MIDI file (see [`to_smf_bytes`]).
 pub fn write_file(path: &Path, measures: &[Measure], opts: &ExportOptions) -> std::io::Result<()> {
-    std::fs::write(path, to_smf_bytes(measures, opts))
+    crate::files::write_bytes(path, to_smf_bytes(measures, opts))
 }
 
 #[cfg(test)]

@@ -226,7 +226,7 @@ pub fn read_file(
     opts: &MidiImportOptions,
 ) -> Result<(Melody, SnapReport), ImportError> {
     let source = path.display().to_string();
-    let bytes = std::fs::read(path)
+    let bytes = crate::files::read_input(path, crate::files::MAX_MUSIC_FILE)
         .map_err(|e| ImportError::new(&source, "io", format!("cannot read the file: {e}")))?;
     read_bytes(&bytes, &source, opts)
 }
@@ -946,6 +946,17 @@ mod tests {
             read_bytes(&zero, "zero.mid", &opts()).unwrap_err().reason,
             "timing"
         );
+    }
+
+    #[test]
+    fn notes_far_apart_give_few_measures() {
+        // Two notes 99,990 bars apart (a file of under 50 bytes): silence is shortened, not expanded.
+        let far = 99_990 * 4 * 96;
+        let notes = [note(0, 96, 0, 60), note(far, far + 96, 0, 62)].concat();
+        let bytes = smf_bytes(96, Format::SingleTrack, &[notes], &[]);
+        let (melody, _) = read_bytes(&bytes, "far.mid", &opts()).unwrap();
+        let ms = measures(&melody).unwrap();
+        assert_eq!(ms.len(), 1 + crate::music::tokenize::MAX_IDLE_BARS + 1);
     }
 
     #[test]

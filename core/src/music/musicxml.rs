@@ -25,12 +25,15 @@ use quick_xml::Reader;
 use std::borrow::Cow;
 use std::io::{Cursor, Read};
 
-/// Largest decompressed size read from one `.mxl` entry.
-const MAX_ENTRY_BYTES: u64 = 256 << 20;
+/// Largest decompressed size read from one `.mxl` entry (as large as a plain music file).
+const MAX_ENTRY_BYTES: u64 = crate::files::MAX_MUSIC_FILE;
 /// Time tolerance in quarter notes for ties and overlaps.
 const EPS: f64 = 1e-7;
 /// Largest number of extra passes one backward repeat may ask for.
 const MAX_REPEAT_TIMES: u32 = 16;
+/// Deepest element nesting accepted (MusicXML needs about 10; deeper trees would overflow
+/// the stack when they are walked or dropped).
+const MAX_DEPTH: usize = 256;
 
 /// Parses a compressed MusicXML container (.mxl): finds the root file through META-INF/container.xml.
 pub fn parse_mxl(bytes: &[u8], source: &str) -> Result<Melody, ImportError> {
@@ -104,7 +107,7 @@ pub fn parse_xml(bytes: &[u8], source: &str) -> Result<Melody, ImportError> {
 /// Reads .mxl / .xml / .musicxml from disk by extension.
 pub fn read_file(path: &std::path::Path) -> Result<Melody, ImportError> {
     let source = path.display().to_string();
-    let bytes = std::fs::read(path)
+    let bytes = crate::files::read_input(path, crate::files::MAX_MUSIC_FILE)
         .map_err(|e| ImportError::new(&source, "io", format!("cannot read the file: {e}")))?;
     let ext = path
         .extension()
@@ -343,6 +346,13 @@ fn build_dom(text: &str) -> Result<El, String> {
                         )
                     })?;
                     continue;
+                }
+                if stack.len() > MAX_DEPTH {
+                    return Err(format!(
+                        "elements nested deeper than {MAX_DEPTH} levels (at <{name}>, byte {}): \
+                         not a MusicXML score",
+                        reader.buffer_position()
+                    ));
                 }
                 stack.push(element(&e, name));
             }
@@ -1492,6 +1502,30 @@ mod tests {
                 assert!(!e.message.is_empty());
             }
         }
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        let depth = 150_000;
+        let xml = format!(
+            "<score-partwise><part-list/><part id=\"P1\">{}{}</part></score-partwise>",
+            "<a>".repeat(depth),
+            "</a>".repeat(depth)
+        );
+        let (r, msg) = reason(parse_xml(xml.as_bytes(), "deep.xml"));
+        assert_eq!(r, "parse");
+        assert!(msg.contains("nested deeper than"), "{msg}");
+        let container =
+            br#"<container><rootfiles><rootfile full-path="a.xml"/></rootfiles></container>"#;
+        let z = mxl(&[
+            ("META-INF/container.xml", container),
+            ("a.xml", xml.as_bytes()),
+        ]);
+        let e = parse_mxl(&z, "deep.mxl").unwrap_err();
+        assert!(e.to_string().starts_with("deep.mxl: "), "{e}");
+        let deep_container = format!("{}{}", "<c>".repeat(depth), "</c>".repeat(depth));
+        let z = mxl(&[("META-INF/container.xml", deep_container.as_bytes())]);
+        assert_eq!(reason(parse_mxl(&z, "c.mxl")).0, "container");
     }
 
     #[test]

@@ -239,7 +239,7 @@ pub fn run(a: &TraverseArgs, ck: Checkpoint) -> Result<ImageTraverseIndex> {
         axes: out,
     };
     let json = a.out.join("traverse.json");
-    std::fs::write(&json, serde_json::to_string_pretty(&index)?)
+    arvae_core::files::write_bytes(&json, serde_json::to_string_pretty(&index)?)
         .with_context(|| format!("cannot write {}", json.display()))?;
     Ok(index)
 }

@@ -343,7 +343,7 @@ pub fn run(a: &SurfaceArgs, quiet: bool) -> Result<SurfaceIndex> {
         surfaces: files,
     };
     let json = a.out.join("surface.json");
-    std::fs::write(&json, serde_json::to_string(&index)?)
+    arvae_core::files::write_bytes(&json, serde_json::to_string(&index)?)
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", json.display()))?;
     Ok(index)
 }

@@ -452,7 +452,7 @@ pub fn run(a: &TraverseArgs, quiet: bool) -> Result<TraverseIndex> {
         summary: file_name(&summary_png),
     };
     let json = a.out.join("traverse.json");
-    std::fs::write(&json, serde_json::to_string_pretty(&index)?)
+    arvae_core::files::write_bytes(&json, serde_json::to_string_pretty(&index)?)
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", json.display()))?;
     Ok(index)
 }

@@ -97,6 +97,9 @@ fn err(path: &Path, message: impl Into<String>) -> ImageDatasetError {
 pub fn is_image_dataset(path: &Path) -> bool {
     use std::io::Read;
     let mut head = [0u8; 7];
+    if !path.is_file() {
+        return false; // a FIFO would block the open
+    }
     std::fs::File::open(path)
         .and_then(|mut f| f.read_exact(&mut head))
         .map(|_| head == IMAGE_MAGIC[..7])
@@ -215,16 +218,14 @@ impl ImageDataset {
         format!("{:x}", h.finalize())
     }
 
-    /// Writes the file atomically (temporary file in the same folder, then rename).
+    /// Writes the file atomically ([`crate::files::write_file`]).
     pub fn save(&self, path: &Path) -> Result<(), ImageDatasetError> {
         let header = serde_json::to_vec(&self.header).expect("header serializes");
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .map_err(|e| err(path, format!("cannot create folder: {e}")))?;
         }
-        let tmp = path.with_extension("arvae.tmp");
-        let write = || -> std::io::Result<()> {
-            let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+        let write = |f: &mut std::io::BufWriter<std::fs::File>| -> std::io::Result<()> {
             f.write_all(IMAGE_MAGIC)?;
             f.write_all(&(header.len() as u64).to_le_bytes())?;
             f.write_all(&header)?;
@@ -233,19 +234,15 @@ impl ImageDataset {
                 f.write_all(&v.to_le_bytes())?;
             }
             f.write_all(&self.labels)?;
-            f.write_all(&self.split.iter().map(|&s| s as u8).collect::<Vec<u8>>())?;
-            f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-            std::fs::rename(&tmp, path)
+            f.write_all(&self.split.iter().map(|&s| s as u8).collect::<Vec<u8>>())
         };
-        write().map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            err(path, format!("cannot write: {e}"))
-        })
+        crate::files::write_file(path, write).map_err(|e| err(path, format!("cannot write: {e}")))
     }
 
     /// Reads and checks an image dataset file.
     pub fn load(path: &Path) -> Result<ImageDataset, ImageDatasetError> {
-        let bytes = std::fs::read(path).map_err(|e| err(path, format!("cannot read: {e}")))?;
+        let bytes = crate::files::read_input(path, crate::files::MAX_DATA_FILE)
+            .map_err(|e| err(path, format!("cannot read: {e}")))?;
         ImageDataset::from_bytes(&bytes, path)
     }
 
