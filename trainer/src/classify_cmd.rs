@@ -60,7 +60,7 @@ fn load_images(path: &Path) -> Result<ImageDataset> {
 }
 
 pub fn classify_train(a: ClassifyTrainArgs) -> Result<()> {
-    crate::refuse_inputs_as_outputs(&[("--out", Some(&a.out))], &[Some(&a.data)])?;
+    crate::cli_paths::refuse_inputs_as_outputs(&[("--out", Some(&a.out))], &[Some(&a.data)])?;
     if a.out.exists() && !a.force {
         bail!("{} exists; pass --force to replace it", a.out.display());
     }

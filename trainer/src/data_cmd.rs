@@ -225,7 +225,7 @@ pub fn fetch(dir: &Path) -> Result<()> {
 fn build_cmd(a: BuildArgs) -> Result<()> {
     let mut inputs: Vec<Option<&Path>> = a.input.iter().map(|p| Some(p.as_path())).collect();
     inputs.extend([a.corpus.as_deref(), a.npz.as_deref()]);
-    crate::refuse_inputs_as_outputs(&[("--out", Some(&a.out))], &inputs)?;
+    crate::cli_paths::refuse_inputs_as_outputs(&[("--out", Some(&a.out))], &inputs)?;
     let image = match a.collection {
         Some(CollectionArg::MorphoMnist) => Some("morpho-mnist"),
         Some(CollectionArg::Dsprites) => Some("dsprites"),
@@ -341,7 +341,7 @@ pub fn print_stats(path: &Path, s: &DatasetStats) {
 }
 
 fn export(a: ExportArgs) -> Result<()> {
-    crate::refuse_inputs_as_outputs(&[("--out", Some(&a.out))], &[Some(&a.path)])?;
+    crate::cli_paths::refuse_inputs_as_outputs(&[("--out", Some(&a.out))], &[Some(&a.path)])?;
     if is_image_dataset(&a.path) {
         bail!(
             "{} is an image dataset; export-midi needs a music dataset (build one with \

@@ -1,17 +1,17 @@
 //! `arvae-trainer eval` and `compare`: the paper's disentanglement metrics for checkpoints.
 
+use crate::evaluation::{check_compatible, print_evaluation, Evaluation};
 use anyhow::{bail, Context, Result};
 use arvae_core::builtin::load_checkpoint;
 use arvae_core::checkpoint::Checkpoint;
 use arvae_core::data::{Dataset, Split};
-use arvae_core::metrics::{compute_metrics, Matrix, MetricsConfig, MetricsData, MetricsReport};
+use arvae_core::metrics::{compute_metrics, Matrix, MetricsConfig, MetricsData};
 use arvae_core::model::{LossConfig, MeasureVae};
 use arvae_core::music::attributes::Attribute;
 use arvae_core::music::Measure;
 use arvae_core::training;
 use candle_core::Device;
 use clap::Args;
-use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// Most latents the reference evaluates (201 batches of 256).
@@ -82,51 +82,6 @@ pub struct CompareArgs {
 
 fn parse_split(s: &str) -> Result<Split, String> {
     Split::from_name(s).ok_or_else(|| format!("unknown split '{s}' (train, val or test)"))
-}
-
-/// What `eval` reports and the trainer stores in a checkpoint's `evaluation`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Evaluation {
-    /// Dataset collection and content hash.
-    pub dataset: String,
-    pub dataset_hash: String,
-    pub split: String,
-    /// Greedy token accuracy from the sampled z.
-    pub reconstruction_accuracy: f64,
-    pub metrics: MetricsReport,
-    /// Content preservation (image models, `eval --content`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub content: Option<arvae_core::image_training::ContentPreservation>,
-}
-
-/// Checks that a checkpoint can be evaluated on a dataset.
-pub(crate) fn check_compatible(
-    ck: &Checkpoint,
-    ck_path: &Path,
-    ds: &Dataset,
-    ds_path: &Path,
-) -> Result<()> {
-    if ck.meta.vocabulary != ds.header.vocabulary {
-        bail!(
-            "{} and {} disagree: the checkpoint's vocabulary ({} tokens) is not the dataset's ({} tokens)",
-            ck_path.display(),
-            ds_path.display(),
-            ck.meta.vocabulary.len(),
-            ds.header.vocabulary.len()
-        );
-    }
-    for a in &ck.meta.attributes {
-        if !ds.header.attributes.contains(&a.name) {
-            bail!(
-                "{} and {} disagree: the checkpoint regularizes '{}', which the dataset does not have ({})",
-                ck_path.display(),
-                ds_path.display(),
-                a.name,
-                ds.header.attributes.join(", ")
-            );
-        }
-    }
-    Ok(())
 }
 
 /// Evaluates `model` on `split` of `ds`: metrics on sampled z and reconstruction accuracy.
@@ -203,18 +158,8 @@ pub fn evaluate(
     })
 }
 
-pub fn print_evaluation(e: &Evaluation) {
-    print!("{}", e.metrics.to_table());
-    println!(
-        "reconstruction accuracy {:.2}% ({} split of {})",
-        100.0 * e.reconstruction_accuracy,
-        e.split,
-        e.dataset
-    );
-}
-
 pub fn eval(a: EvalArgs) -> Result<()> {
-    crate::refuse_inputs_as_outputs(
+    crate::cli_paths::refuse_inputs_as_outputs(
         &[
             ("--json", a.json.as_deref()),
             ("--latents", a.latents.as_deref()),
@@ -360,7 +305,7 @@ pub fn markdown_table(runs: &[(&str, &Evaluation)]) -> String {
 pub fn compare(a: CompareArgs) -> Result<()> {
     let mut inputs: Vec<Option<&Path>> = a.checkpoints.iter().map(|c| Some(c.as_path())).collect();
     inputs.push(a.data.as_deref());
-    crate::refuse_inputs_as_outputs(
+    crate::cli_paths::refuse_inputs_as_outputs(
         &[
             ("--json", a.json.as_deref()),
             ("--markdown", a.markdown.as_deref()),

@@ -223,7 +223,7 @@ pub fn generate(a: GenerateArgs) -> Result<()> {
     if a.encode.is_none() && !(1..=MAX_BARS).contains(&a.bars) {
         bail!("--bars {} is outside 1..{MAX_BARS}", a.bars);
     }
-    crate::refuse_inputs_as_outputs(
+    crate::cli_paths::refuse_inputs_as_outputs(
         &[("--out", Some(&a.out))],
         &[Some(&a.checkpoint), a.encode.as_deref()],
     )?;
@@ -328,7 +328,7 @@ pub fn calibrate(a: CalibrateArgs) -> Result<()> {
         bail!("--measures must be at least 1");
     }
     // --out may be the checkpoint itself (completing it in place), never the dataset.
-    crate::refuse_inputs_as_outputs(&[("--out", Some(&a.out))], &[Some(&a.data)])?;
+    crate::cli_paths::refuse_inputs_as_outputs(&[("--out", Some(&a.out))], &[Some(&a.data)])?;
     let mut ck = load_checkpoint(&a.checkpoint)?;
     let ds = Dataset::load(&a.data)?;
     let mut model = InferModel::from_checkpoint(&ck)

@@ -2,7 +2,7 @@
 //! and `train` / `eval` when the dataset file is an image dataset (convolutional VAEs of the
 //! paper's Table 2, docs/architecture.md §6 defaults).
 
-use crate::eval_cmd::Evaluation;
+use crate::evaluation::Evaluation;
 use anyhow::{bail, Context, Result};
 use arvae_core::checkpoint::Checkpoint;
 use arvae_core::data::build::Progress;
@@ -427,7 +427,7 @@ pub fn train(r: TrainRequest) -> Result<()> {
     println!("evaluating on the test split ...");
     let ck = Checkpoint::load(&t.model_path)?;
     let e = evaluate(&ck, &t.model, &ds, Split::Test, r.eval_images, 0)?;
-    crate::eval_cmd::print_evaluation(&e);
+    crate::evaluation::print_evaluation(&e);
     let value = serde_json::to_value(&e)?;
     for p in [&t.model_path, &t.best_path] {
         let mut c = Checkpoint::load(p)?;
@@ -521,7 +521,7 @@ pub fn eval(
     let model = ConvVae::from_checkpoint(&ck, &Device::Cpu)
         .with_context(|| format!("{}: cannot build the model", checkpoint.display()))?;
     let mut e = evaluate(&ck, &model, &ds, split, max, seed)?;
-    crate::eval_cmd::print_evaluation(&e);
+    crate::evaluation::print_evaluation(&e);
     if let Some((classifier, images, steps)) = content {
         e.content = Some(crate::classify_cmd::content(
             &ck, &model, &ds, classifier, split, images, steps, 4.0,

@@ -2,8 +2,10 @@
 
 mod bench_cmd;
 mod classify_cmd;
+mod cli_paths;
 mod data_cmd;
 mod eval_cmd;
+mod evaluation;
 mod figures;
 mod generate_cmd;
 mod image_cmd;
@@ -62,7 +64,7 @@ enum Command {
     Bench(bench_cmd::BenchArgs),
     /// Paper Fig. 11: test measures decoded along each attribute's latent dimension, as piano
     /// rolls (PNG + SVG) with the attribute values beside, and as MIDI.
-    Traverse(figures::traverse::TraverseArgs),
+    Traverse(figures::TraverseArgs),
     /// Paper Figs. 12, 13: heat maps of each attribute over a latent plane (the attribute's
     /// dimension against a non-regularized one), PNG + SVG.
     Surface(figures::surface::SurfaceArgs),
@@ -74,19 +76,6 @@ enum Command {
     /// Train the digit (or shape) classifier that `eval --content` uses to measure content
     /// preservation on an image dataset (paper Fig. 7).
     ClassifyTrain(classify_cmd::ClassifyTrainArgs),
-}
-
-/// Refuses, before any work, output paths (flag, path) that are existing input files.
-pub(crate) fn refuse_inputs_as_outputs(
-    outputs: &[(&str, Option<&std::path::Path>)],
-    inputs: &[Option<&std::path::Path>],
-) -> anyhow::Result<()> {
-    let outs: Vec<(&str, &std::path::Path)> = outputs
-        .iter()
-        .filter_map(|(f, p)| p.map(|p| (*f, p)))
-        .collect();
-    let ins: Vec<&std::path::Path> = inputs.iter().flatten().copied().collect();
-    arvae_core::files::refuse_inputs_as_outputs(&outs, &ins).map_err(anyhow::Error::msg)
 }
 
 fn main() -> ExitCode {

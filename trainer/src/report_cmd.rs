@@ -4,9 +4,10 @@
 //! MIDI files (Fig. 11) and attribute surfaces (Figs. 12, 13). Everything it links is written
 //! inside the output folder, so the folder can be zipped or served as it is.
 
-use crate::eval_cmd::Evaluation;
+use crate::evaluation::Evaluation;
 use crate::figures::surface::{self, SurfaceArgs};
-use crate::figures::traverse::{self, TraverseArgs};
+use crate::figures::traverse;
+use crate::figures::TraverseArgs;
 use crate::runs::RunRecord;
 use crate::sweep_cmd::{self, SweepPlan, SweepPlotArgs};
 use anyhow::{bail, Context, Result};

@@ -1,7 +1,7 @@
 //! A finished (or partly finished) training run as the sweep, compare plots and report read it:
 //! settings, epochs done and the stored evaluation, from the checkpoint's metadata.
 
-use crate::eval_cmd::Evaluation;
+use crate::evaluation::Evaluation;
 use anyhow::{Context, Result};
 use arvae_core::checkpoint::Checkpoint;
 use arvae_core::training::{ModelKind, TrainConfig};

@@ -343,7 +343,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
         })?;
     println!("evaluating on the test split ...");
     let e = crate::eval_cmd::record_evaluation(&a.out, &ds, a.eval_measures)?;
-    crate::eval_cmd::print_evaluation(&e);
+    crate::evaluation::print_evaluation(&e);
     println!(
         "wrote {} and {} (log: {})",
         out.paths.model.display(),

@@ -2,7 +2,7 @@
 
 use super::charts::{BoxPanel, BoxPlotFigure};
 use super::save;
-use crate::eval_cmd::Evaluation;
+use crate::evaluation::Evaluation;
 use anyhow::Result;
 use std::path::{Path, PathBuf};
 

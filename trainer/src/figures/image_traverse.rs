@@ -20,7 +20,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use std::path::Path;
 
-use super::traverse::TraverseArgs;
+use super::TraverseArgs;
 
 /// One image axis: an attribute and its latent dimension.
 #[derive(Clone, Debug, Serialize)]

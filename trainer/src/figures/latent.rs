@@ -86,7 +86,7 @@ pub struct Loaded {
 pub fn load(checkpoint: &Path, data: &Path) -> Result<Loaded> {
     let ck = arvae_core::builtin::load_checkpoint(checkpoint)?;
     let ds = Dataset::load(data)?;
-    crate::eval_cmd::check_compatible(&ck, checkpoint, &ds, data)?;
+    crate::evaluation::check_compatible(&ck, checkpoint, &ds, data)?;
     let model = MeasureVae::from_checkpoint(&ck, &Device::Cpu)
         .with_context(|| format!("{}: cannot build the model", checkpoint.display()))?;
     Ok(Loaded { ck, model, ds })

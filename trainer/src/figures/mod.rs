@@ -14,6 +14,7 @@ pub mod surface;
 pub mod traverse;
 
 use anyhow::{anyhow, Context, Result};
+use clap::Args;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::path::{Path, PathBuf};
@@ -166,6 +167,35 @@ pub fn linspace(lo: f32, hi: f32, n: usize) -> Vec<f32> {
             .map(|i| lo + (hi - lo) * i as f32 / (n - 1) as f32)
             .collect(),
     }
+}
+
+/// Arguments of `traverse` (music and image models alike).
+#[derive(Args)]
+pub struct TraverseArgs {
+    /// Checkpoint (model.safetensors or best.safetensors of a run), or a shipped model's name.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Dataset the test measures (or images, for an image model) come from.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Number of test measures (or images) to traverse.
+    #[arg(long, default_value_t = 20)]
+    pub count: usize,
+    /// Output folder: traverse_mNN.{png,svg}, traverse_mNN_<attribute>.mid, traverse_summary.{png,svg}, traverse.json; for images traverse_<attribute>.png grids (rows: images; columns: input, reconstruction, the traversal).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Points along the dimension (one bar or image each; the paper's image grids use 10).
+    #[arg(long, default_value_t = 9)]
+    pub steps: usize,
+    /// The dimension goes from -RANGE to +RANGE.
+    #[arg(long, default_value_t = 4.0)]
+    pub range: f32,
+    /// Seed of the choice of test measures.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Tempo of the MIDI files.
+    #[arg(long, default_value_t = 120.0)]
+    pub bpm: f64,
 }
 
 #[cfg(test)]

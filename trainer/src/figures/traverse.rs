@@ -3,13 +3,12 @@
 
 use super::latent::{self, AttributeAxis, MusicDecoder};
 use super::{attribute_label, attribute_title, bold, linspace, piano_roll, save, text};
-use super::{Figure, PlotResult, PALETTE};
+use super::{Figure, PlotResult, TraverseArgs, PALETTE};
 use anyhow::{bail, Result};
 use arvae_core::music::attributes::Attribute;
 use arvae_core::music::midi_export::{write_file, ExportOptions};
 use arvae_core::music::Measure;
 use arvae_core::training;
-use clap::Args;
 use indicatif::ProgressBar;
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -17,35 +16,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
-use std::path::{Path, PathBuf};
-
-#[derive(Args)]
-pub struct TraverseArgs {
-    /// Checkpoint (model.safetensors or best.safetensors of a run), or a shipped model's name.
-    #[arg(long)]
-    pub checkpoint: PathBuf,
-    /// Dataset the test measures (or images, for an image model) come from.
-    #[arg(long)]
-    pub data: PathBuf,
-    /// Number of test measures (or images) to traverse.
-    #[arg(long, default_value_t = 20)]
-    pub count: usize,
-    /// Output folder: traverse_mNN.{png,svg}, traverse_mNN_<attribute>.mid, traverse_summary.{png,svg}, traverse.json; for images traverse_<attribute>.png grids (rows: images; columns: input, reconstruction, the traversal).
-    #[arg(long)]
-    pub out: PathBuf,
-    /// Points along the dimension (one bar or image each; the paper's image grids use 10).
-    #[arg(long, default_value_t = 9)]
-    pub steps: usize,
-    /// The dimension goes from -RANGE to +RANGE.
-    #[arg(long, default_value_t = 4.0)]
-    pub range: f32,
-    /// Seed of the choice of test measures.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Tempo of the MIDI files.
-    #[arg(long, default_value_t = 120.0)]
-    pub bpm: f64,
-}
+use std::path::Path;
 
 /// One attribute's traversal of one measure.
 #[derive(Clone, Serialize)]
