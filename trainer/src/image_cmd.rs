@@ -17,28 +17,7 @@ use arvae_core::training::ModelKind;
 use candle_core::Device;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::Instant;
-
-/// Flags given on the command line (not defaults), so image training can use the image defaults.
-pub static GIVEN: OnceLock<Vec<String>> = OnceLock::new();
-
-/// Records which arguments of the subcommand were typed by the user.
-pub fn record_given(m: &clap::ArgMatches) {
-    let mut v = Vec::new();
-    if let Some((_, sub)) = m.subcommand() {
-        for id in sub.ids() {
-            if sub.value_source(id.as_str()) == Some(clap::parser::ValueSource::CommandLine) {
-                v.push(id.as_str().to_string());
-            }
-        }
-    }
-    let _ = GIVEN.set(v);
-}
-
-fn given(name: &str) -> bool {
-    GIVEN.get().is_some_and(|v| v.iter().any(|g| g == name))
-}
 
 struct Bar(std::sync::Mutex<Option<indicatif::ProgressBar>>);
 
@@ -287,14 +266,15 @@ pub struct TrainRequest {
     pub data: PathBuf,
     pub ar_vae: bool,
     pub out: PathBuf,
-    pub epochs: usize,
-    pub batch: usize,
-    pub lr: f64,
-    pub beta: f64,
-    pub gamma: f64,
-    pub delta: f64,
+    /// Settings given on the command line; `None` takes the paper's image setting.
+    pub epochs: Option<usize>,
+    pub batch: Option<usize>,
+    pub lr: Option<f64>,
+    pub beta: Option<f64>,
+    pub gamma: Option<f64>,
+    pub delta: Option<f64>,
     pub seed: u64,
-    pub latent: usize,
+    pub latent: Option<usize>,
     pub max_images: Option<usize>,
     pub device: Device,
     pub resume: bool,
@@ -370,34 +350,24 @@ pub fn train(r: TrainRequest) -> Result<()> {
     let mut cfg =
         ImageTrainConfig::paper(&ds.header.collection, kind).map_err(anyhow::Error::msg)?;
     // Image defaults (docs/architecture.md §6) unless a flag was typed.
-    if given("epochs") {
-        cfg.epochs = r.epochs;
+    cfg.epochs = r.epochs.unwrap_or(cfg.epochs);
+    cfg.batch = r.batch.unwrap_or(cfg.batch);
+    cfg.lr = r.lr.unwrap_or(cfg.lr);
+    cfg.beta = r.beta.unwrap_or(cfg.beta);
+    if r.ar_vae {
+        cfg.gamma = r.gamma.unwrap_or(cfg.gamma);
     }
-    if given("batch") {
-        cfg.batch = r.batch;
-    }
-    if given("lr") {
-        cfg.lr = r.lr;
-    }
-    if given("beta") {
-        cfg.beta = r.beta;
-    }
-    if given("gamma") && r.ar_vae {
-        cfg.gamma = r.gamma;
-    }
-    if given("delta") {
-        cfg.delta = r.delta;
-    }
-    if given("latent") {
-        if r.ar_vae && r.latent < ds.num_attributes() {
+    cfg.delta = r.delta.unwrap_or(cfg.delta);
+    if let Some(latent) = r.latent {
+        if r.ar_vae && latent < ds.num_attributes() {
             bail!(
                 "--latent {} is smaller than the {} attributes of {} (an AR-VAE regularizes each on its own dimension)",
-                r.latent,
+                latent,
                 ds.num_attributes(),
                 r.data.display()
             );
         }
-        cfg.vae.latent = r.latent;
+        cfg.vae.latent = latent;
     }
     cfg.seed = r.seed;
     cfg.max_train_images = r.max_images;

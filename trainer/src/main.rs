@@ -80,7 +80,6 @@ enum Command {
 
 fn main() -> ExitCode {
     let matches = Cli::command().get_matches();
-    image_cmd::record_given(&matches);
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let result = match cli.command {
         Command::Data(cmd) => data_cmd::run(cmd),

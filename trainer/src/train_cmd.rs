@@ -38,8 +38,6 @@ pub enum EngineArg {
     Candle,
 }
 
-/// The paper's latent size.
-const DEFAULT_LATENT: usize = 32;
 /// Learning-rate warmup of a fine-tuning run, in Adam steps (see `TrainConfig::warmup_steps`).
 const FINE_TUNE_WARMUP: u64 = 100;
 
@@ -54,30 +52,30 @@ pub struct TrainArgs {
     /// Run folder: model.safetensors, best.safetensors, log.csv.
     #[arg(long)]
     out: PathBuf,
-    /// Epochs in total (a resumed run continues up to this number).
-    #[arg(long, default_value_t = 30)]
-    epochs: usize,
-    /// Batch size.
-    #[arg(long, default_value_t = 256)]
-    batch: usize,
-    /// Adam learning rate.
-    #[arg(long, default_value_t = 1e-4)]
-    lr: f64,
-    /// KL weight beta.
-    #[arg(long, default_value_t = 0.001)]
-    beta: f64,
-    /// AR loss weight gamma (AR-VAE only).
-    #[arg(long, default_value_t = 1.0)]
-    gamma: f64,
-    /// AR loss sharpness delta.
-    #[arg(long, default_value_t = 10.0)]
-    delta: f64,
+    /// Epochs in total (a resumed run continues up to this number) [default: 30; images 100].
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Batch size [default: 256; images 128].
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Adam learning rate [default: 0.0001].
+    #[arg(long)]
+    lr: Option<f64>,
+    /// KL weight beta [default: 0.001; images: β-VAE 4, AR-VAE 1].
+    #[arg(long)]
+    beta: Option<f64>,
+    /// AR loss weight gamma, AR-VAE only [default: 1; images 10].
+    #[arg(long)]
+    gamma: Option<f64>,
+    /// AR loss sharpness delta [default: 10; images 1].
+    #[arg(long)]
+    delta: Option<f64>,
     /// Seed of initialisation, shuffling, sampling and dropout.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Latent size.
-    #[arg(long, default_value_t = DEFAULT_LATENT)]
-    latent: usize,
+    /// Latent size [default: 32; dSprites 10, Morpho-MNIST 16; with --init, the model's].
+    #[arg(long)]
+    latent: Option<usize>,
     /// Attributes to regularize, comma-separated (default: all four). Attribute l stays on
     /// latent dimension l: rhythmic_complexity 0, pitch_range 1, note_density 2, contour 3.
     #[arg(long, value_delimiter = ',', value_parser = parse_attribute)]
@@ -199,16 +197,18 @@ fn check_train_args(a: &TrainArgs, image: bool) -> Result<()> {
         }
         Ok(())
     };
-    weight("--beta", a.beta)?;
-    weight("--gamma", a.gamma)?;
-    if !(a.delta.is_finite() && a.delta > 0.0) {
-        bail!("--delta {} must be a finite number > 0", a.delta);
-    }
-    if !(a.lr.is_finite() && a.lr > 0.0) {
-        bail!("--lr {} must be a finite number > 0", a.lr);
-    }
+    let positive = |flag: &str, v: f64| -> Result<()> {
+        if !(v.is_finite() && v > 0.0) {
+            bail!("{flag} {v} must be a finite number > 0");
+        }
+        Ok(())
+    };
+    a.beta.map_or(Ok(()), |v| weight("--beta", v))?;
+    a.gamma.map_or(Ok(()), |v| weight("--gamma", v))?;
+    a.delta.map_or(Ok(()), |v| positive("--delta", v))?;
+    a.lr.map_or(Ok(()), |v| positive("--lr", v))?;
     for (flag, v) in [("--epochs", a.epochs), ("--batch", a.batch)] {
-        if v == 0 {
+        if v == Some(0) {
             bail!("{flag} 0: must be at least 1");
         }
     }
@@ -220,10 +220,9 @@ fn check_train_args(a: &TrainArgs, image: bool) -> Result<()> {
     }
     // Music attribute l lives on latent dimension l, so all four dimensions must exist.
     let least = if image { 1 } else { Attribute::ALL.len() };
-    if !(least..=MAX_LATENT).contains(&a.latent) {
+    if let Some(latent) = a.latent.filter(|l| !(least..=MAX_LATENT).contains(l)) {
         bail!(
-            "--latent {} is outside {least}..={MAX_LATENT} (music attributes are regularized on dimensions 0..3)",
-            a.latent
+            "--latent {latent} is outside {least}..={MAX_LATENT} (music attributes are regularized on dimensions 0..3)"
         );
     }
     if let Some(d) = a
@@ -275,18 +274,16 @@ pub fn train(a: TrainArgs) -> Result<()> {
         ModelKind::BetaVae
     };
     let mut cfg = TrainConfig::music(kind);
-    cfg.epochs = a.epochs;
-    cfg.batch = a.batch;
-    cfg.lr = a.lr;
-    cfg.beta = a.beta;
-    cfg.gamma = if kind == ModelKind::ArVae {
-        a.gamma
-    } else {
-        0.0
-    };
-    cfg.delta = a.delta;
+    cfg.epochs = a.epochs.unwrap_or(cfg.epochs);
+    cfg.batch = a.batch.unwrap_or(cfg.batch);
+    cfg.lr = a.lr.unwrap_or(cfg.lr);
+    cfg.beta = a.beta.unwrap_or(cfg.beta);
+    if kind == ModelKind::ArVae {
+        cfg.gamma = a.gamma.unwrap_or(cfg.gamma);
+    }
+    cfg.delta = a.delta.unwrap_or(cfg.delta);
     cfg.seed = a.seed;
-    cfg.latent = a.latent;
+    cfg.latent = a.latent.unwrap_or(cfg.latent);
     cfg.max_train_measures = a.max_measures;
     cfg.engine = match (a.engine, a.device) {
         (Some(EngineArg::Native), DeviceArg::Cuda) => {
@@ -361,7 +358,7 @@ fn start_from(path: &Path, cfg: &mut TrainConfig, a: &TrainArgs) -> Result<Check
         .meta
         .measure_vae_config()
         .map_err(|e| anyhow::anyhow!("--init {}: {e}", path.display()))?;
-    if a.latent == DEFAULT_LATENT {
+    if a.latent.is_none() {
         cfg.latent = sizes.latent;
     }
     cfg.warmup_steps = FINE_TUNE_WARMUP;
