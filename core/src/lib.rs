@@ -35,5 +35,6 @@ pub mod music;
 #[cfg(feature = "native")]
 pub mod native;
 pub mod prior;
+pub mod random;
 #[cfg(feature = "train")]
 pub mod training;

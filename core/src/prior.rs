@@ -6,8 +6,6 @@
 //! Gaussian fitted to that aggregate posterior (mean of the posterior means; covariance of the
 //! means plus the mean posterior variance), stored in the checkpoint by the trainer.
 
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 /// A Gaussian over latent codes: what the checkpoint stores.
@@ -207,37 +205,10 @@ impl FreeSampler {
     }
 }
 
-/// A seeded stream of standard normal values (Box-Muller on ChaCha8): the one sampler of the
-/// generation path, so the plugin and the CLI draw the same values.
-pub fn normals(seed: u64, out: &mut [f32]) {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    for pair in out.chunks_mut(2) {
-        let u1: f64 = rng.gen_range(f64::MIN_POSITIVE..1.0);
-        let u2: f64 = rng.gen();
-        let r = (-2.0 * u1.ln()).sqrt();
-        let t = std::f64::consts::TAU * u2;
-        pair[0] = (r * t.cos()) as f32;
-        if pair.len() > 1 {
-            pair[1] = (r * t.sin()) as f32;
-        }
-    }
-}
-
-/// Mixes a seed and two indices into one RNG seed (SplitMix64 finalizer over each).
-pub fn mix(seed: u64, a: i64, b: i64) -> u64 {
-    let mut x = seed ^ 0x9E37_79B9_7F4A_7C15;
-    for v in [a as u64, b as u64] {
-        x = x.wrapping_add(v).wrapping_add(0x9E37_79B9_7F4A_7C15);
-        x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        x ^= x >> 31;
-    }
-    x
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::random::{mix, normals};
 
     #[test]
     fn posterior_moments_by_hand() {

@@ -27,7 +27,8 @@ use crate::infer::{InferError, InferModel};
 use crate::music::token::Measure;
 use crate::music::Attribute;
 
-use crate::prior::{mix, normals, CodePrior, FreeSampler};
+use crate::prior::{CodePrior, FreeSampler};
+use crate::random::{mix, normals};
 use key::{fit_shift, outside_any_key, transposed, Key, Register, Scale};
 use knobs::{LatentMap, KNOBS};
 

@@ -13,17 +13,10 @@
 //! marginals with exactly the comparison sklearn's `KDTree.query_radius` makes, so for the
 //! same (jittered) input columns the counts, and the estimate, are identical to sklearn's.
 
-use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
 use super::stats::digamma;
-
-/// A standard normal deviate (Box–Muller on two uniforms in (0, 1]).
-pub fn standard_normal(rng: &mut ChaCha8Rng) -> f64 {
-    let u1: f64 = 1.0 - rng.gen::<f64>();
-    let u2: f64 = rng.gen::<f64>();
-    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
-}
+use crate::random::standard_normal;
 
 /// Scales a column to unit variance (ddof 0, as `sklearn.preprocessing.scale(with_mean=False)`)
 /// and adds the Kraskov jitter `1e-10 · max(1, mean|x|) · N(0,1)` from `rng`.

@@ -5,8 +5,8 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::ksg::standard_normal;
 use super::{Matrix, MetricsData};
+use crate::random::standard_normal;
 
 /// Attribute names of the synthetic data (the music attributes).
 pub const SYNTHETIC_NAMES: [&str; 4] = ["rhy_complexity", "pitch_range", "note_density", "contour"];

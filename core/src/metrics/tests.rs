@@ -1,6 +1,7 @@
-use super::ksg::{self, standard_normal};
+use super::ksg;
 use super::stats;
 use super::*;
+use crate::random::standard_normal;
 use rand::SeedableRng;
 
 fn gaussians(n: usize, rho: f64, seed: u64) -> (Vec<f64>, Vec<f64>) {

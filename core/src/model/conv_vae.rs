@@ -6,17 +6,18 @@
 //! [`crate::image_model::conv_vae_shapes`]; initial values are PyTorch's defaults for
 //! `Conv2d`, `ConvTranspose2d` and `Linear` (uniform in ±1/√fan_in for weights and biases).
 
-use candle_core::{DType, Device, Result, Tensor, Var, D};
+use candle_core::{DType, Device, Result, Tensor, Var};
 use candle_nn::VarMap;
 use rand::{Rng, RngCore, SeedableRng};
 
 use super::adam::Adam;
 use super::conv_ops::{conv2d, conv_transpose2d};
 use super::loss::{ar_loss, kl_divergence, RegularizedDim};
-use super::measure_vae::{selu, standard_normal};
+use super::measure_vae::selu;
 use crate::checkpoint::{Checkpoint, CheckpointMeta, NamedTensors};
 use crate::image_model::{conv_vae_shapes, CONV_VAE_KIND};
 pub use crate::image_model::{ConvArch, ConvVaeConfig};
+use crate::random::standard_normal;
 
 /// PyTorch-default initial values: U(±1/√fan_in), fan_in = shape[1] * k * k.
 fn initial_values(cfg: &ConvVaeConfig, seed: u64) -> NamedTensors {
@@ -264,7 +265,9 @@ impl ConvVae {
 
     /// Draws z = mu + exp(log_std) * eps with eps from `rng`.
     pub fn sample(&self, mu: &Tensor, log_std: &Tensor, rng: &mut dyn RngCore) -> Result<Tensor> {
-        let eps: Vec<f32> = (0..mu.elem_count()).map(|_| standard_normal(rng)).collect();
+        let eps: Vec<f32> = (0..mu.elem_count())
+            .map(|_| standard_normal(rng) as f32)
+            .collect();
         let eps = Tensor::from_vec(eps, mu.dims(), &Device::Cpu)?.to_device(mu.device())?;
         mu + (log_std.exp()? * eps)?
     }
@@ -420,12 +423,6 @@ pub fn decode_probabilities(model: &ConvVae, z: &Tensor) -> Result<Tensor> {
     let l = model.decode(z, None)?;
     let b = l.dim(0)?;
     candle_nn::ops::sigmoid(&l)?.reshape((b, ()))
-}
-
-/// Mean over the last dimension, used by tests.
-#[allow(dead_code)]
-fn mean_last(t: &Tensor) -> Result<Tensor> {
-    t.mean(D::Minus1)
 }
 
 #[cfg(test)]

@@ -12,17 +12,11 @@ use super::gru::{reborrow, GateInputs, Gru};
 pub use crate::checkpoint::MeasureVaeConfig;
 use crate::checkpoint::{measure_vae_shapes, Checkpoint, CheckpointMeta, NamedTensors};
 use crate::music::token::{BEATS_PER_MEASURE, TICKS_PER_BEAT, TICKS_PER_MEASURE};
+use crate::random::standard_normal;
 
 /// SELU as PyTorch: λ · elu(x, α).
 pub fn selu(x: &Tensor) -> Result<Tensor> {
     x.elu(1.673_263_242_354_377_3)? * 1.050_700_987_355_480_5
-}
-
-/// A standard-normal sample (Box–Muller) from `rng`.
-pub fn standard_normal(rng: &mut dyn RngCore) -> f32 {
-    let u1: f64 = 1.0 - rng.gen::<f64>(); // (0, 1]
-    let u2: f64 = rng.gen();
-    ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
 }
 
 /// A fully connected layer in PyTorch layout: weight (out, in), bias (out).
@@ -289,7 +283,7 @@ fn initial_values(cfg: &MeasureVaeConfig, seed: u64) -> NamedTensors {
         let values: Vec<f32> = if leaf == "weight" || leaf.starts_with("weight_") {
             let std = (2.0 / (shape[0] + shape[1]) as f64).sqrt();
             (0..n)
-                .map(|_| (standard_normal(&mut rng) as f64 * std) as f32)
+                .map(|_| (standard_normal(&mut rng) * std) as f32)
                 .collect()
         } else if leaf.starts_with("bias_") {
             let bound = 1.0 / (cfg.hidden as f64).sqrt();
@@ -439,7 +433,7 @@ impl MeasureVae {
     /// Draws z = mu + exp(log_std) * eps with eps from `rng`.
     pub fn sample(&self, mu: &Tensor, log_std: &Tensor, rng: &mut dyn RngCore) -> Result<Tensor> {
         let n = mu.elem_count();
-        let eps: Vec<f32> = (0..n).map(|_| standard_normal(rng)).collect();
+        let eps: Vec<f32> = (0..n).map(|_| standard_normal(rng) as f32).collect();
         let eps = Tensor::from_vec(eps, mu.dims(), &Device::Cpu)?.to_device(mu.device())?;
         mu + (log_std.exp()? * eps)?
     }

@@ -24,4 +24,4 @@ pub use adam::NativeAdam;
 #[cfg(feature = "train")]
 pub use bridge::dataset_batch;
 pub use engine::{NativeEngine, NativeLoss, StepValues};
-pub use noise::{standard_normal, StepNoise};
+pub use noise::StepNoise;

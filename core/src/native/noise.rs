@@ -5,14 +5,7 @@ use rand::{Rng, RngCore};
 
 use crate::checkpoint::MeasureVaeConfig;
 use crate::music::token::{BEATS_PER_MEASURE, TICKS_PER_MEASURE};
-
-/// A standard-normal sample (Box–Muller), the same formula and draws as
-/// `model::measure_vae::standard_normal`.
-pub fn standard_normal(rng: &mut dyn RngCore) -> f32 {
-    let u1: f64 = 1.0 - rng.gen::<f64>();
-    let u2: f64 = rng.gen();
-    ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
-}
+use crate::random::standard_normal;
 
 /// Dropout masks (0 or 1/(1-p)) and reparameterization noise for one batch.
 ///
@@ -70,7 +63,7 @@ impl StepNoise {
             }
         }
         s.eps
-            .extend((0..batch * cfg.latent).map(|_| standard_normal(rng)));
+            .extend((0..batch * cfg.latent).map(|_| standard_normal(rng) as f32));
         if dropout {
             for _ in 1..l {
                 mask(rng, cfg.dropout, BEATS_PER_MEASURE * batch * h, &mut s.beat);

@@ -256,13 +256,6 @@ fn file_name(p: &Path) -> String {
         .unwrap_or_default()
 }
 
-fn standard_normal(rng: &mut ChaCha8Rng) -> f32 {
-    use rand::Rng;
-    let u1: f64 = rng.gen_range(f64::MIN_POSITIVE..1.0);
-    let u2: f64 = rng.gen();
-    ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
-}
-
 /// Runs `surface`; returns what it wrote.
 pub fn run(a: &SurfaceArgs, quiet: bool) -> Result<SurfaceIndex> {
     if a.grid < 2 {
@@ -289,7 +282,9 @@ pub fn run(a: &SurfaceArgs, quiet: bool) -> Result<SurfaceIndex> {
         },
     };
     let mut rng = ChaCha8Rng::seed_from_u64(a.seed);
-    let base: Vec<f32> = (0..d).map(|_| standard_normal(&mut rng)).collect();
+    let base: Vec<f32> = (0..d)
+        .map(|_| arvae_core::random::standard_normal(&mut rng) as f32)
+        .collect();
     let planes: Vec<Plane> = axes
         .iter()
         .map(|x| Plane {
