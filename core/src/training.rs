@@ -77,11 +77,6 @@ pub struct TrainConfig {
     /// switch engines.
     #[serde(default)]
     pub engine: Engine,
-    /// Adam steps over which the learning rate rises linearly to `lr` (0: none). Fine-tuning
-    /// needs it: a fresh Adam's first steps move every weight by about `lr` whatever its
-    /// gradient, which throws a trained model off before it learns anything new.
-    #[serde(default)]
-    pub warmup_steps: u64,
 }
 
 impl TrainConfig {
@@ -105,7 +100,6 @@ impl TrainConfig {
             max_train_measures: None,
             max_val_measures: Some(8192),
             engine: Engine::default(),
-            warmup_steps: 0,
         }
     }
 
@@ -637,14 +631,6 @@ pub fn train(
         let mut mean = Mean::default();
         let mut seen = 0usize;
         for idx in &batches {
-            let step = native
-                .as_ref()
-                .map_or(adam.step_count(), |e| e.adam_step_count());
-            let lr = cfg.lr_at(step);
-            match native.as_mut() {
-                Some(engine) => engine.adam_mut().lr = lr,
-                None => adam.set_lr(lr),
-            }
             let tf = teacher_forcing_coin(&mut rng);
             let v = if let Some(engine) = native.as_mut() {
                 let (tokens, attrs) = dataset_batch(ds, idx);
@@ -754,15 +740,6 @@ fn initial_weights(
 }
 
 impl TrainConfig {
-    /// The learning rate of Adam step `step` (0-based), after the warmup.
-    pub fn lr_at(&self, step: u64) -> f64 {
-        if step >= self.warmup_steps {
-            self.lr
-        } else {
-            self.lr * (step + 1) as f64 / self.warmup_steps as f64
-        }
-    }
-
     fn attributes_for_calibration(&self) -> Vec<Attribute> {
         if self.model == ModelKind::ArVae {
             self.attributes.clone()
@@ -895,12 +872,6 @@ mod tests {
             tuned.val.total,
             fresh.val.total
         );
-        let warm = TrainConfig {
-            warmup_steps: 4,
-            ..cfg(1)
-        };
-        let lrs: Vec<f64> = (0..6).map(|s| warm.lr_at(s) / warm.lr).collect();
-        assert_eq!(lrs, [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]);
         let other = TrainConfig {
             latent: 16,
             ..cfg(1)

@@ -38,9 +38,6 @@ pub enum EngineArg {
     Candle,
 }
 
-/// Learning-rate warmup of a fine-tuning run, in Adam steps (see `TrainConfig::warmup_steps`).
-const FINE_TUNE_WARMUP: u64 = 100;
-
 #[derive(Args)]
 pub struct TrainArgs {
     /// Dataset file from `data build`.
@@ -96,8 +93,7 @@ pub struct TrainArgs {
     /// Fine-tune: start from this model's weights (a checkpoint, or a shipped model's name:
     /// bach, folk) instead of a random initialisation, with a fresh optimizer. The knobs are
     /// recalibrated on --data. Its latent size and attributes are used unless --latent or
-    /// --attributes say otherwise. The learning rate warms up over the first 100 steps. With
-    /// --resume, an interrupted fine-tuning run continues.
+    /// --attributes say otherwise. With --resume, an interrupted fine-tuning run continues.
     #[arg(long, value_name = "CHECKPOINT")]
     init: Option<PathBuf>,
     /// Measures (images) of the test split evaluated at the end (stored in the checkpoint's
@@ -361,7 +357,6 @@ fn start_from(path: &Path, cfg: &mut TrainConfig, a: &TrainArgs) -> Result<Check
     if a.latent.is_none() {
         cfg.latent = sizes.latent;
     }
-    cfg.warmup_steps = FINE_TUNE_WARMUP;
     if a.model == ModelArg::ArVae && a.attributes.is_empty() {
         let named: Vec<Attribute> = ck
             .meta
