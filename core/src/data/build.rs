@@ -161,6 +161,20 @@ fn corpus_sources(
     Ok(out)
 }
 
+/// Names the sources found under the input `root` from `root`'s own name on (`songs/a.mid`
+/// for `--input /home/me/songs`), so piece ids, and with them the split, do not depend on
+/// where the folder lives.
+fn relative_names(sources: &mut [Source], root: &Path) {
+    let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) else {
+        return;
+    };
+    for src in sources {
+        if let Ok(rel) = Path::new(&src.name).strip_prefix(parent) {
+            src.name = rel.display().to_string();
+        }
+    }
+}
+
 /// Collects the music files at `path` (a file or a folder, recursively). `seen` holds the
 /// folders already walked, so a symlink loop is walked once instead of for ever.
 fn walk(path: &Path, out: &mut Vec<Source>, progress: &dyn Progress, seen: &mut HashSet<PathBuf>) {
@@ -351,7 +365,9 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Dataset, Bu
             let mut out = Vec::new();
             let mut seen = HashSet::new();
             for p in paths {
+                let first = out.len();
                 walk(p, &mut out, progress, &mut seen);
+                relative_names(&mut out[first..], p);
             }
             let desc = paths
                 .iter()
@@ -549,8 +565,9 @@ fn split_by_bars(ds: &mut Dataset) {
         p.split = Split::Train;
     }
     ds.header.notes.push(format!(
-        "split by bar ranges: {} pieces are too few for a split by piece, so each piece holds out \
-         its last tenth of bars for test and the tenth before for validation",
+        "split by bar ranges: {} pieces are too few for a split by piece (under {PIECES_FOR_PIECE_SPLIT}, \
+         or validation or test would get under 5 % of the bars), so each piece holds out its last \
+         tenth of bars for test and the tenth before for validation",
         ds.header.pieces.len()
     ));
 }
@@ -566,6 +583,22 @@ mod tests {
         fn skipped(&self, e: &ImportError) {
             self.0.lock().unwrap().push(e.to_string());
         }
+    }
+
+    #[test]
+    fn sources_are_named_from_the_input_on() {
+        let src = |name: &str| Source {
+            name: name.into(),
+            kind: kind_of("a.abc").unwrap(),
+            data: Ok(Vec::new()),
+        };
+        let mut v = vec![src("/home/me/songs/a.abc"), src("/home/me/songs/x/b.mid")];
+        relative_names(&mut v, Path::new("/home/me/songs"));
+        assert_eq!(v[0].name, "songs/a.abc");
+        assert_eq!(v[1].name, "songs/x/b.mid");
+        let mut v = vec![src("tunes.abc")];
+        relative_names(&mut v, Path::new("tunes.abc"));
+        assert_eq!(v[0].name, "tunes.abc");
     }
 
     #[test]
