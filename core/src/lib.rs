@@ -28,6 +28,9 @@ pub mod image_model;
 #[cfg(feature = "train")]
 pub mod image_training;
 pub mod infer;
+// Dense kernels on gemm, shared by the native engine and the image convolutions.
+#[cfg(feature = "native")]
+pub(crate) mod linalg;
 pub mod metrics;
 #[cfg(feature = "train")]
 pub mod model;

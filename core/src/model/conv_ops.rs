@@ -21,7 +21,7 @@
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::native::linalg::{gemm, Mat};
+use crate::linalg::{gemm, Mat};
 
 /// One square-kernel convolution's geometry (no dilation, no groups), seen from the
 /// convolution's side: input (c_in, h_in, w_in) -> output (c_out, h_out, w_out).

@@ -16,10 +16,10 @@ use rand::RngCore;
 use super::adam::NativeAdam;
 use super::gru::{GruScratch, Prev, Seq};
 use super::kernels::{exp, selu, selu_backward};
-use super::linalg::{colsum_add, fill_rows, gemm, linear, Mat};
 use super::noise::StepNoise;
 use super::params::{GruP, LinP, ParamLayout};
 use crate::checkpoint::{MeasureVaeConfig, NamedTensors};
+use crate::linalg::{colsum_add, fill_rows, gemm, linear, Mat};
 use crate::music::token::{BEATS_PER_MEASURE, TICKS_PER_BEAT, TICKS_PER_MEASURE};
 
 const T: usize = TICKS_PER_MEASURE;

@@ -6,8 +6,8 @@
 //! in processing order (reverse order for the backward direction of the encoder).
 
 use super::kernels::{gru_backward, gru_forward, GateSaved, GateState};
-use super::linalg::{colsum_add, fill_rows, gemm, Mat};
 use super::params::GruP;
+use crate::linalg::{colsum_add, fill_rows, gemm, Mat};
 
 /// Activations of one layer over `steps` time steps, each a (rows, ·) block in time order.
 pub(crate) struct Seq {

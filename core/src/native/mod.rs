@@ -14,7 +14,6 @@ mod bridge;
 mod engine;
 mod gru;
 mod kernels;
-pub(crate) mod linalg;
 mod noise;
 mod params;
 #[cfg(all(test, feature = "train"))]
