@@ -83,12 +83,19 @@ impl Settings {
         (self.phrase as usize).clamp(1, MAX_PHRASE)
     }
 
-    /// Knob targets in attribute units. A bar's contour can't exceed its pitch range, so a
-    /// contour knob past the range knob raises the range target to it (the contour knob asks
-    /// for that leap; matching would otherwise split the difference and reach neither).
+    /// Knob targets in attribute units, made consistent where one knob rules out another
+    /// (target matching would otherwise split the difference and reach neither):
+    /// - a bar of one note has no range and no contour, so a note-density knob below two
+    ///   notes scales the range and contour targets down with it (to zero at one note);
+    /// - a bar's contour can't exceed its pitch range, so a contour knob past the range knob
+    ///   raises the range target to it (the contour knob asks for that leap).
     pub fn targets(&self) -> [f32; 4] {
         let mut t: [f32; 4] = std::array::from_fn(|i| KNOBS[i].to_attribute(self.knobs[i]));
         let (range, contour) = (Attribute::PitchRange.index(), Attribute::Contour.index());
+        let notes = self.knobs[Attribute::NoteDensity.index()];
+        let room = (notes - 1.0).clamp(0.0, 1.0);
+        t[range] *= room;
+        t[contour] *= room;
         t[range] = t[range].max(t[contour].abs());
         t
     }
@@ -118,6 +125,19 @@ fn data_span(ck: &Checkpoint, a: Attribute, dim: usize) -> Option<(f32, f32)> {
     (p.len() >= 3).then(|| (p[1].1, p[p.len() - 2].1))
 }
 
+/// The median of `a` in the training data (knob units, inside the knob's range), from the
+/// checkpoint's calibration (its middle quantile).
+fn data_median(ck: &Checkpoint, a: Attribute, dim: usize) -> Option<f32> {
+    let c = ck
+        .meta
+        .calibration
+        .iter()
+        .find(|c| c.attribute == a.name() && c.latent_dim == dim)?;
+    let p = &c.points;
+    let k = KNOBS[a.index()];
+    (!p.is_empty()).then(|| k.from_attribute(p[p.len() / 2].1).clamp(k.min, k.max))
+}
+
 /// A model ready to compose: decoder, prior, pitch range and knob maps; see the module docs.
 pub struct Composer {
     model: InferModel,
@@ -128,6 +148,8 @@ pub struct Composer {
     regularized_mean: [f32; 4],
     /// What each knob reaches (attribute units), see [`Composer::reach`].
     reach: [(f32, f32); 4],
+    /// The knobs where the model's data sits, see [`Composer::typical_knobs`].
+    typical: [f32; 4],
     prior_stored: bool,
     u: Vec<f32>,
     e: Vec<f32>,
@@ -174,6 +196,8 @@ impl Composer {
             sampler,
             regularized_mean: dims.map(|i| prior.mean[i]),
             reach: [(0.0, 0.0); 4],
+            typical: Attribute::ALL
+                .map(|a| data_median(ck, a, dims[a.index()]).unwrap_or(KNOBS[a.index()].default)),
             prior_stored: meta.prior.is_some(),
             u: vec![0.0; d],
             e: vec![0.0; d],
@@ -292,6 +316,14 @@ impl Composer {
     pub fn reach(&self, i: usize) -> (f32, f32) {
         let (lo, hi) = self.reach[i];
         (KNOBS[i].from_attribute(lo), KNOBS[i].from_attribute(hi))
+    }
+
+    /// Knob values ([`KNOBS`] order, knob units) at the median of the model's training data
+    /// (the plugin's defaults for a checkpoint without calibration): what `generate` plays for
+    /// a knob not given, so a folk model sounds like folk tunes (8 notes a bar) and a Bach
+    /// model like chorales (4).
+    pub fn typical_knobs(&self) -> [f32; 4] {
+        self.typical
     }
 
     /// Steering targets for `settings`' knobs: one unit of error per attribute from
@@ -426,6 +458,23 @@ mod tests {
         assert_eq!(t[2], 4.0 / 24.0);
         s.knobs[3] = 3.0;
         assert_eq!(s.targets()[1], 5.0 / 26.0);
+    }
+
+    #[test]
+    fn one_note_a_bar_has_no_range_or_contour() {
+        let mut s = Settings {
+            knobs: [10.0, 6.0, 1.0, 4.0],
+            ..Settings::default()
+        };
+        assert_eq!(s.targets(), [0.1, 0.0, 1.0 / 24.0, 0.0]);
+        // Halfway between one and two notes: half the range and contour asked for.
+        s.knobs[2] = 1.5;
+        let t = s.targets();
+        assert!((t[1] - 3.0 / 26.0).abs() < 1e-6 && (t[3] - 2.0 / 26.0).abs() < 1e-6);
+        // Two notes or more: the knobs as set.
+        s.knobs[2] = 2.0;
+        assert_eq!(s.targets()[1], 6.0 / 26.0);
+        assert_eq!(s.targets()[3], 4.0 / 26.0);
     }
 
     #[test]
