@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use arvae_core::checkpoint::{Checkpoint, MeasureVaeConfig};
 use arvae_core::infer::steer::{steer, SteerTarget, MATCH_UNITS};
-use arvae_core::infer::{random_checkpoint, InferModel, Kernel, Weights};
+use arvae_core::infer::{InferModel, Kernel, Weights};
 use arvae_core::music::token::HOLD;
 use arvae_core::music::{Attribute, Measure};
 
@@ -48,7 +48,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let runs: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(2000);
     let ck = match args.next() {
         Some(path) => Checkpoint::load(path)?,
-        None => random_checkpoint(&MeasureVaeConfig::default(), 1),
+        None => Checkpoint::untrained(&MeasureVaeConfig::default(), 1),
     };
     let zs: Vec<Vec<f32>> = (0..64)
         .map(|i| {

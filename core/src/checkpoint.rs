@@ -380,6 +380,41 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
+    /// A MeasureVAE checkpoint with seeded random weights of the right shapes (uniform, scaled by
+    /// 1/sqrt(fan-in) like PyTorch's defaults): what `bench` times and tests decode when no
+    /// trained model is wanted.
+    pub fn untrained(cfg: &MeasureVaeConfig, seed: u64) -> Checkpoint {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let tensors = measure_vae_shapes(cfg)
+            .into_iter()
+            .map(|(name, shape)| {
+                let n: usize = shape.iter().product();
+                let bound = if shape.len() == 2 {
+                    1.0 / (shape[1] as f32).sqrt()
+                } else {
+                    0.1
+                };
+                let bound = if name.ends_with("embedding.weight") {
+                    1.0
+                } else {
+                    bound
+                };
+                let values = (0..n).map(|_| rng.gen_range(-bound..bound)).collect();
+                (name, (shape, values))
+            })
+            .collect();
+        let dataset = DatasetInfo {
+            id: "random".into(),
+            collection: "none".into(),
+            hash: format!("seed-{seed}"),
+        };
+        Checkpoint {
+            meta: CheckpointMeta::measure_vae(cfg, dataset),
+            tensors,
+        }
+    }
+
     /// Checks metadata and tensors against each other; the message says what is wrong.
     pub fn validate(&self) -> Result<(), String> {
         let meta = &self.meta;
@@ -637,35 +672,12 @@ mod tests {
     use rand::{Rng, SeedableRng};
     use std::fs;
 
-    fn dataset() -> DatasetInfo {
-        DatasetInfo {
-            id: "test".into(),
-            collection: "synthetic".into(),
-            hash: "abc".into(),
-        }
-    }
-
     fn small_config() -> MeasureVaeConfig {
         MeasureVaeConfig {
             hidden: 8,
             latent: 6,
             head_hidden: 12,
             ..Default::default()
-        }
-    }
-
-    fn random_checkpoint(cfg: &MeasureVaeConfig) -> Checkpoint {
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
-        let tensors = measure_vae_shapes(cfg)
-            .into_iter()
-            .map(|(n, s)| {
-                let len = s.iter().product();
-                (n, (s, (0..len).map(|_| rng.gen_range(-1.0..1.0)).collect()))
-            })
-            .collect();
-        Checkpoint {
-            meta: CheckpointMeta::measure_vae(cfg, dataset()),
-            tensors,
         }
     }
 
@@ -688,7 +700,7 @@ mod tests {
 
     #[test]
     fn round_trip_through_file() {
-        let mut ck = random_checkpoint(&small_config());
+        let mut ck = Checkpoint::untrained(&small_config(), 1);
         ck.meta.calibration.push(Calibration {
             attribute: "note_density".into(),
             latent_dim: 2,
@@ -707,7 +719,7 @@ mod tests {
     #[test]
     fn bad_files_give_clear_errors() {
         let cfg = small_config();
-        let ck = random_checkpoint(&cfg);
+        let ck = Checkpoint::untrained(&cfg, 1);
         let good = ck.to_bytes("x").unwrap();
         assert!(Checkpoint::from_bytes(&good, "x").is_ok());
 
@@ -812,7 +824,7 @@ mod tests {
 
     #[test]
     fn full_optimizer_state_is_accepted() {
-        let mut ck = random_checkpoint(&small_config());
+        let mut ck = Checkpoint::untrained(&small_config(), 1);
         let params: Vec<_> = ck
             .tensors
             .iter()

@@ -4,9 +4,9 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
-use arvae_core::checkpoint::MeasureVaeConfig;
+use arvae_core::checkpoint::{Checkpoint, MeasureVaeConfig};
 use arvae_core::infer::steer::{steer, SteerTarget};
-use arvae_core::infer::{random_checkpoint, InferModel, Kernel, Weights};
+use arvae_core::infer::{InferModel, Kernel, Weights};
 use arvae_core::music::{Attribute, Measure};
 
 struct Counting;
@@ -69,7 +69,7 @@ fn decode_and_encode_do_not_allocate() {
             ..Default::default()
         },
     ] {
-        let ck = random_checkpoint(&cfg, 7);
+        let ck = Checkpoint::untrained(&cfg, 7);
         let variants = Kernel::ALL
             .into_iter()
             .filter(|k| k.is_supported())

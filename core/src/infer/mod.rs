@@ -30,9 +30,7 @@ pub use kernels::{Kernel, Weights};
 
 use kernels::{argmax_pitches, padded_bias, Isa, Packed, Portable};
 
-use crate::checkpoint::{
-    measure_vae_shapes, Checkpoint, CheckpointMeta, DatasetInfo, MeasureVaeConfig,
-};
+use crate::checkpoint::{measure_vae_shapes, Checkpoint, MeasureVaeConfig};
 use crate::music::token::{
     Measure, BEATS_PER_MEASURE, HOLD, TICKS_PER_BEAT, TICKS_PER_MEASURE, VOCAB_SIZE,
 };
@@ -289,40 +287,6 @@ fn project(w: &[f32], rows: usize, stride: usize, col0: usize, x: &[f32]) -> Vec
                 .sum::<f64>() as f32
         })
         .collect()
-}
-
-/// A MeasureVAE checkpoint with seeded random weights of the right shapes (uniform, scaled by
-/// 1/sqrt(fan-in) like PyTorch's defaults), for tests and benchmarks without a trained model.
-pub fn random_checkpoint(cfg: &MeasureVaeConfig, seed: u64) -> Checkpoint {
-    use rand::{Rng, SeedableRng};
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let tensors = measure_vae_shapes(cfg)
-        .into_iter()
-        .map(|(name, shape)| {
-            let n: usize = shape.iter().product();
-            let bound = if shape.len() == 2 {
-                1.0 / (shape[1] as f32).sqrt()
-            } else {
-                0.1
-            };
-            let bound = if name.ends_with("embedding.weight") {
-                1.0
-            } else {
-                bound
-            };
-            let values = (0..n).map(|_| rng.gen_range(-bound..bound)).collect();
-            (name, (shape, values))
-        })
-        .collect();
-    let dataset = DatasetInfo {
-        id: "random".into(),
-        collection: "none".into(),
-        hash: format!("seed-{seed}"),
-    };
-    Checkpoint {
-        meta: CheckpointMeta::measure_vae(cfg, dataset),
-        tensors,
-    }
 }
 
 fn round16(n: usize) -> usize {

@@ -189,8 +189,8 @@ pub fn steer_with(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::checkpoint::Checkpoint;
     use crate::checkpoint::MeasureVaeConfig;
-    use crate::infer::random_checkpoint;
     use crate::music::token::{HOLD, REST};
 
     fn targets(values: [f32; 4]) -> [SteerTarget; 4] {
@@ -222,7 +222,7 @@ mod tests {
 
     #[test]
     fn steering_never_does_worse_and_keeps_the_free_dimensions() {
-        let ck = random_checkpoint(&MeasureVaeConfig::default(), 21);
+        let ck = Checkpoint::untrained(&MeasureVaeConfig::default(), 21);
         let mut model = InferModel::from_checkpoint(&ck).unwrap();
         let (mut plain_total, mut steered_total) = (0.0, 0.0);
         for case in 0..12u32 {
@@ -260,7 +260,7 @@ mod tests {
 
     #[test]
     fn a_dimension_out_of_range_is_an_error() {
-        let ck = random_checkpoint(&MeasureVaeConfig::default(), 2);
+        let ck = Checkpoint::untrained(&MeasureVaeConfig::default(), 2);
         let mut model = InferModel::from_checkpoint(&ck).unwrap();
         let mut ts = targets([0.0; 4]);
         ts[2].dim = 32;

@@ -178,7 +178,7 @@ fn measure(seed: u64) -> Measure {
 }
 
 fn check_against_reference(cfg: &MeasureVaeConfig, kernel: Kernel, cases: u64) {
-    let ck = random_checkpoint(cfg, 11);
+    let ck = Checkpoint::untrained(cfg, 11);
     let mut model = InferModel::with_kernel(&ck, kernel).unwrap();
     let r = Reference {
         t: &ck.tensors,
@@ -253,7 +253,7 @@ fn default_model_matches_reference() {
 
 #[test]
 fn kernels_agree() {
-    let ck = random_checkpoint(&MeasureVaeConfig::default(), 3);
+    let ck = Checkpoint::untrained(&MeasureVaeConfig::default(), 3);
     let mut models: Vec<InferModel> = Kernel::ALL
         .into_iter()
         .filter(|k| k.is_supported())
@@ -276,7 +276,7 @@ fn kernels_agree() {
 #[test]
 fn bad_inputs_and_checkpoints_give_errors() {
     let cfg = small();
-    let ck = random_checkpoint(&cfg, 1);
+    let ck = Checkpoint::untrained(&cfg, 1);
     let mut model = InferModel::from_checkpoint(&ck).unwrap();
     assert_eq!(model.latent(), 6);
     let mut out = Measure::rest();
@@ -357,7 +357,7 @@ fn bad_inputs_and_checkpoints_give_errors() {
 
 #[test]
 fn decoding_is_deterministic_and_reuses_no_state() {
-    let ck = random_checkpoint(&small(), 5);
+    let ck = Checkpoint::untrained(&small(), 5);
     let mut model = InferModel::from_checkpoint(&ck).unwrap();
     let z1 = latent(1, 6, 2.0);
     let z2 = latent(2, 6, 2.0);
@@ -378,7 +378,7 @@ fn decoding_is_deterministic_and_reuses_no_state() {
 #[test]
 fn f16_weights_stay_close_to_f32() {
     let cfg = MeasureVaeConfig::default();
-    let ck = random_checkpoint(&cfg, 3);
+    let ck = Checkpoint::untrained(&cfg, 3);
     let kernel = Kernel::detect();
     let mut exact = InferModel::with_options(&ck, kernel, Weights::F32).unwrap();
     let mut half = InferModel::with_options(&ck, kernel, Weights::F16).unwrap();
@@ -433,8 +433,12 @@ fn lockstep_decoding_equals_plain_decoding_bit_for_bit() {
     };
     let cases = [
         (trained, 60, 1.5f32),
-        (random_checkpoint(&MeasureVaeConfig::default(), 9), 12, 2.0),
-        (random_checkpoint(&deep, 4), 30, 2.0),
+        (
+            Checkpoint::untrained(&MeasureVaeConfig::default(), 9),
+            12,
+            2.0,
+        ),
+        (Checkpoint::untrained(&deep, 4), 30, 2.0),
     ];
     let mut rerun_counts = [0usize; 4];
     for (ck, n, scale) in &cases {
@@ -487,7 +491,7 @@ fn lockstep_decoding_equals_plain_decoding_bit_for_bit() {
 /// and weight format, and refuses what `encode` refuses.
 #[test]
 fn encoding_the_mean_only_equals_the_full_encoder() {
-    let ck = random_checkpoint(&MeasureVaeConfig::default(), 14);
+    let ck = Checkpoint::untrained(&MeasureVaeConfig::default(), 14);
     for kernel in Kernel::ALL.into_iter().filter(|k| k.is_supported()) {
         for weights in [Weights::F32, Weights::F16] {
             let mut model = InferModel::with_options(&ck, kernel, weights).unwrap();
