@@ -34,6 +34,9 @@ pub struct ComposeArgs {
     #[arg(long, value_name = "SEMITONES")]
     pub pitch_range: Option<f32>,
     /// Note density in notes per bar.
+    ///
+    /// Each knob not given takes the model's typical value: the median of its training data
+    /// (Bach: 6 %, 3 st, 4 notes, 0 st; folk: 14 %, 8 st, 8 notes, 0 st).
     #[arg(long, value_name = "NOTES")]
     pub note_density: Option<f32>,
     /// Contour in semitones from the first to the last note of a bar (negative: falling).
@@ -72,8 +75,9 @@ pub struct ComposeArgs {
 }
 
 impl ComposeArgs {
-    /// The composer settings, checked; knobs not given take the plugin's defaults.
-    pub fn settings(&self) -> Result<Settings> {
+    /// The composer settings, checked; knobs not given take `defaults` (knob units, the
+    /// model's [`Composer::typical_knobs`] or the plugin's defaults).
+    pub fn settings(&self, defaults: [f32; 4]) -> Result<Settings> {
         let given = [
             self.rhythmic_complexity,
             self.pitch_range,
@@ -82,7 +86,7 @@ impl ComposeArgs {
         ];
         let mut knobs = [0f32; 4];
         for (i, k) in KNOBS.iter().enumerate() {
-            let v = given[i].unwrap_or(k.default);
+            let v = given[i].unwrap_or(defaults[i]);
             let flag = k.attribute.name().replace('_', "-");
             if !v.is_finite() || v < k.min || v > k.max {
                 bail!("--{flag} {v} is outside {}..{}{}", k.min, k.max, k.unit());
@@ -216,7 +220,7 @@ pub fn compose_bars(c: &mut Composer, s: &Settings, start: i64, n: usize) -> Res
 }
 
 pub fn generate(a: GenerateArgs) -> Result<()> {
-    let settings = a.compose.settings()?;
+    a.compose.settings(KNOBS.map(|k| k.default))?;
     if !(a.bpm.is_finite() && a.bpm > 0.0 && a.bpm <= 1000.0) {
         bail!("--bpm {} is not a tempo (0 < bpm <= 1000)", a.bpm);
     }
@@ -230,6 +234,7 @@ pub fn generate(a: GenerateArgs) -> Result<()> {
     let ck = load_checkpoint(&a.checkpoint)?;
     a.compose.check_regularized(&ck, &a.checkpoint)?;
     let mut c = composer_for(&ck, &a.checkpoint)?;
+    let settings = a.compose.settings(c.typical_knobs())?;
     let measures = match &a.encode {
         Some(input) => transform_file(&mut c, &settings, input)?,
         None => compose_bars(&mut c, &settings, a.start_bar, a.bars)?,
@@ -299,10 +304,15 @@ fn print_bars(measures: &[Measure], s: &Settings) {
     if measures.len() > 64 {
         println!("... ({} bars in all)", measures.len());
     }
+    println!("knobs: {}", describe_knobs(s));
+}
+
+/// `Rhythmic complexity 8 %, Pitch range 5.0 semitones, ...`
+fn describe_knobs(s: &Settings) -> String {
     let t: Vec<String> = (0..4)
         .map(|j| format!("{} {}", KNOBS[j].label, KNOBS[j].describe(s.knobs[j])))
         .collect();
-    println!("knobs: {}", t.join(", "));
+    t.join(", ")
 }
 
 #[derive(Args)]
@@ -444,11 +454,12 @@ fn real_runs(ds: &Dataset, split: Split) -> Vec<Vec<Measure>> {
 }
 
 pub fn score_cmd(a: ScoreArgs) -> Result<()> {
-    let base = a.compose.settings()?;
+    a.compose.settings(KNOBS.map(|k| k.default))?;
     if a.bars == 0 || a.seeds == 0 {
         bail!("--bars and --seeds must be at least 1");
     }
     let (mut c, ck) = composer(&a.checkpoint)?;
+    let base = a.compose.settings(c.typical_knobs())?;
     let range = c.pitch_range();
     let response = knob_response(&mut c, &ck);
     println!(
@@ -463,6 +474,7 @@ pub fn score_cmd(a: ScoreArgs) -> Result<()> {
         },
         base.key.describe()
     );
+    println!("knobs: {}", describe_knobs(&base));
     for (i, k) in KNOBS.iter().enumerate() {
         let (lo, hi) = c.reach(i);
         let rho = response[i].map_or("-".into(), |r| format!("{r:.3}"));
