@@ -198,6 +198,10 @@ impl Register {
     }
 }
 
+/// Weight of the step from the previous bar's last note in [`fit_shift`]'s distance (the mean
+/// register has weight 1).
+const JOIN_WEIGHT: f32 = 0.5;
+
 /// Largest transposition key fitting considers, in semitones either way.
 pub const MAX_SHIFT: i32 = 24;
 
@@ -230,7 +234,7 @@ pub fn fit_shift(
         let fit = notes().filter(|&p| key.contains(p + s)).count();
         let mean = here.mean + s as f32;
         let distance = match before {
-            Some(b) => (mean - b.mean).abs() + 0.5 * (first + s - b.last).abs() as f32,
+            Some(b) => (mean - b.mean).abs() + JOIN_WEIGHT * (first + s - b.last).abs() as f32,
             None => (mean - anchor).abs(),
         };
         // More onsets in the scale first, then the nearer register, then the smaller shift.

@@ -24,6 +24,7 @@ pub mod score;
 use crate::checkpoint::Checkpoint;
 use crate::infer::steer::{match_unit, steer_with, SteerTarget};
 use crate::infer::{InferError, InferModel};
+use crate::music::attributes::rhythm_bounds;
 use crate::music::token::Measure;
 use crate::music::Attribute;
 
@@ -88,11 +89,17 @@ impl Settings {
     /// - a bar of one note has no range and no contour, so a note-density knob below two
     ///   notes scales the range and contour targets down with it (to zero at one note);
     /// - a bar's contour can't exceed its pitch range, so a contour knob past the range knob
-    ///   raises the range target to it (the contour knob asks for that leap).
+    ///   raises the range target to it (the contour knob asks for that leap);
+    /// - a bar of n notes has a rhythmic complexity between its n lightest and n heaviest tick
+    ///   weights ([`rhythm_bounds`]), so the rhythm target is kept inside what the density
+    ///   knob allows (the number of notes is what a listener hears first).
     pub fn targets(&self) -> [f32; 4] {
         let mut t: [f32; 4] = std::array::from_fn(|i| KNOBS[i].to_attribute(self.knobs[i]));
         let (range, contour) = (Attribute::PitchRange.index(), Attribute::Contour.index());
         let notes = self.knobs[Attribute::NoteDensity.index()];
+        let (rlo, rhi) = rhythm_bounds(notes);
+        let rhythm = Attribute::RhythmicComplexity.index();
+        t[rhythm] = t[rhythm].clamp(rlo, rhi);
         let room = (notes - 1.0).clamp(0.0, 1.0);
         t[range] *= room;
         t[contour] *= room;
@@ -461,12 +468,28 @@ mod tests {
     }
 
     #[test]
+    fn the_density_knob_bounds_the_rhythm_target() {
+        let mut s = Settings {
+            knobs: [0.0, 5.0, 8.0, 0.0],
+            ..Settings::default()
+        };
+        // Eight notes: at least the eight lightest tick weights (3.79 of 27.79).
+        assert!((s.targets()[0] - 3.79 / 27.79).abs() < 1e-6);
+        s.knobs[0] = 80.0;
+        assert!((s.targets()[0] - 16.0 / 27.79).abs() < 1e-6);
+        // Inside the bounds the knob is the target.
+        s.knobs[0] = 30.0;
+        assert_eq!(s.targets()[0], 0.3);
+    }
+
+    #[test]
     fn one_note_a_bar_has_no_range_or_contour() {
         let mut s = Settings {
             knobs: [10.0, 6.0, 1.0, 4.0],
             ..Settings::default()
         };
-        assert_eq!(s.targets(), [0.1, 0.0, 1.0 / 24.0, 0.0]);
+        // (One note is also at most 7.2 % rhythmic complexity: an off-beat sixteenth.)
+        assert_eq!(s.targets(), [2.0 / 27.79, 0.0, 1.0 / 24.0, 0.0]);
         // Halfway between one and two notes: half the range and contour asked for.
         s.knobs[2] = 1.5;
         let t = s.targets();

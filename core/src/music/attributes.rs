@@ -96,6 +96,30 @@ pub fn rhythmic_complexity(measure: &Measure) -> f32 {
     onset / total
 }
 
+/// The rhythmic complexity a bar of `onsets` onsets can have (lowest, highest): its onsets on
+/// the lightest or on the heaviest ticks. A fractional count interpolates between its two
+/// neighbours; counts are clamped to 0..=24.
+pub fn rhythm_bounds(onsets: f32) -> (f32, f32) {
+    let mut w = RHYTHM_WEIGHTS;
+    w.sort_by(f32::total_cmp);
+    let total: f32 = w.iter().sum();
+    let n = if onsets.is_finite() {
+        onsets.clamp(0.0, TICKS_PER_MEASURE as f32)
+    } else {
+        0.0
+    };
+    let (k, frac) = (n.floor() as usize, n.fract());
+    let bound = |sorted: &mut dyn Iterator<Item = f32>| {
+        let mut it = sorted.take(k + 1);
+        let whole: f32 = it.by_ref().take(k).sum();
+        (whole + frac * it.next().unwrap_or(0.0)) / total
+    };
+    (
+        bound(&mut w.iter().copied()),
+        bound(&mut w.iter().rev().copied()),
+    )
+}
+
 /// (max - min onset pitch) / 26; 0 with fewer than two onsets.
 pub fn pitch_range(measure: &Measure) -> f32 {
     let mut it = measure.onsets().map(|(_, p)| p);
@@ -124,6 +148,25 @@ mod tests {
     use super::*;
     use crate::music::token::{END, HOLD, REST, START};
     use proptest::prelude::*;
+
+    #[test]
+    fn rhythm_bounds_by_hand() {
+        // Total weight 27.79. One onset: the downbeat (0.20) or an off-beat sixteenth (2.0).
+        let (lo, hi) = rhythm_bounds(1.0);
+        assert!(close(lo, 0.20 / 27.79) && close(hi, 2.0 / 27.79));
+        // Three: 0.20 + 0.25 + 0.5, or three of the 2.0 ticks.
+        let (lo, hi) = rhythm_bounds(3.0);
+        assert!(close(lo, 0.95 / 27.79) && close(hi, 6.0 / 27.79));
+        // Halfway between one and two onsets.
+        assert!(close(rhythm_bounds(1.5).0, 0.325 / 27.79));
+        assert_eq!(rhythm_bounds(0.0), (0.0, 0.0));
+        assert!(close(rhythm_bounds(24.0).0, 1.0) && close(rhythm_bounds(99.0).1, 1.0));
+        assert_eq!(rhythm_bounds(f32::NAN), (0.0, 0.0));
+        // Eight eighth notes sit at the lowest eight weights but one (0.67 twice, not 1.0).
+        let eighths = Measure(std::array::from_fn(|i| if i % 3 == 0 { 60 } else { HOLD }));
+        let (lo, hi) = rhythm_bounds(8.0);
+        assert!(lo <= rhythmic_complexity(&eighths) && rhythmic_complexity(&eighths) <= hi);
+    }
 
     fn close(a: f32, b: f32) -> bool {
         (a - b).abs() < 1e-6
