@@ -36,14 +36,17 @@ pub struct KnobUnit {
     pub default: f32,
 }
 
-/// The four knobs in [`Attribute::ALL`] order.
+/// The four knobs in [`Attribute::ALL`] order. Each range covers what the shipped models reach
+/// through the decoder (`arvae-trainer score` prints it; Bach: 1-17 %, 0-7 st, 1-6 notes,
+/// -7..+18 st; folk: 6-42 %, 3-15 st, 1-15 notes, -24..+24 st) and little more, so a knob's
+/// label is a value some model plays.
 pub const KNOBS: [KnobUnit; 4] = [
     KnobUnit {
         attribute: Attribute::RhythmicComplexity,
         label: "Rhythmic complexity",
         per_attribute: 100.0,
         min: 0.0,
-        max: 80.0,
+        max: 50.0,
         default: 8.0,
     },
     KnobUnit {
@@ -51,7 +54,7 @@ pub const KNOBS: [KnobUnit; 4] = [
         label: "Pitch range",
         per_attribute: PITCH_SCALE,
         min: 0.0,
-        max: 28.0,
+        max: 16.0,
         default: 5.0,
     },
     KnobUnit {
