@@ -201,12 +201,9 @@ fn spearman(x: &[f64], y: &[f64]) -> f64 {
     }
 }
 
-/// Whether the knob-response targets are asserted: only with `ARVAE_KNOB_TARGETS=1`. The
-/// embedded default (23 epochs on the synthetic melodies) does not meet them yet: its encoder
-/// orders the attributes (SCC 0.98 mean) but decoding from the prior responds weakly (the matrix
-/// this test prints; issue 5 stays open until a model meets them and this becomes the default).
-/// The issue's targets hold for the embedded model with target matching on (the default);
-/// `ARVAE_KNOB_TARGETS=0` only reports (to measure other models or `ARVAE_KNOB_PLAIN=1`).
+/// Whether the knob-response targets are asserted: by default (the embedded Bach model, target
+/// matching on); `ARVAE_KNOB_TARGETS=0` only reports, to measure other models or
+/// `ARVAE_KNOB_PLAIN=1`.
 fn knob_targets_apply() -> (bool, String) {
     match std::env::var("ARVAE_KNOB_TARGETS").ok().as_deref() {
         Some("0") => (false, "ARVAE_KNOB_TARGETS=0".into()),

@@ -51,6 +51,10 @@ pub struct EvalArgs {
     /// Traversal points per dimension for --content, evenly in [-4, 4] (the paper: 10).
     #[arg(long, default_value_t = 10)]
     content_steps: usize,
+    /// Store the evaluation in the checkpoint's metadata (music models; a file, not a shipped
+    /// model's name), where `compare`, `report` and the built-in model list read it.
+    #[arg(long)]
+    store: bool,
 }
 
 #[derive(Args)]
@@ -186,6 +190,13 @@ pub fn eval(a: EvalArgs) -> Result<()> {
             a.data.display()
         );
     }
+    if a.store && !a.checkpoint.is_file() {
+        bail!(
+            "--store writes into the checkpoint file; {} is not a file (a shipped model is \
+             stored with its evaluation already)",
+            a.checkpoint.display()
+        );
+    }
     let ck = load_checkpoint(&a.checkpoint)?;
     let ds = Dataset::load(&a.data)?;
     check_compatible(&ck, &a.checkpoint, &ds, &a.data)?;
@@ -201,6 +212,12 @@ pub fn eval(a: EvalArgs) -> Result<()> {
         a.latents.as_deref(),
     )?;
     print_evaluation(&e);
+    if a.store {
+        let mut stored = ck.clone();
+        stored.meta.evaluation = Some(serde_json::to_value(&e)?);
+        stored.save_atomic(&a.checkpoint)?;
+        println!("stored the evaluation in {}", a.checkpoint.display());
+    }
     if let Some(p) = &a.json {
         arvae_core::files::write_bytes(p, serde_json::to_string_pretty(&e)?)
             .with_context(|| format!("cannot write {}", p.display()))?;
@@ -215,10 +232,10 @@ pub fn eval(a: EvalArgs) -> Result<()> {
     Ok(())
 }
 
-/// Evaluates the finished run on the test split and stores the summary in both checkpoints.
+/// Evaluates the finished run's best checkpoint (the one a user ships) on the test split and
+/// stores the summary in it, and in the last epoch's checkpoint when that is the same epoch.
 pub fn record_evaluation(run: &Path, ds: &Dataset, max: usize) -> Result<Evaluation> {
-    let model_path = run.join("model.safetensors");
-    let ck = Checkpoint::load(&model_path)?;
+    let ck = Checkpoint::load(&run.join("best.safetensors"))?;
     let model = MeasureVae::from_checkpoint(&ck, &Device::Cpu)?;
     let split = if ds.count(Split::Test) > 0 {
         Split::Test
@@ -227,10 +244,10 @@ pub fn record_evaluation(run: &Path, ds: &Dataset, max: usize) -> Result<Evaluat
     };
     let e = evaluate(&ck, &model, ds, split, max, 0, None)?;
     let value = serde_json::to_value(&e)?;
-    for name in ["model.safetensors", "best.safetensors"] {
+    for name in ["best.safetensors", "model.safetensors"] {
         let p = run.join(name);
         let mut c = Checkpoint::load(&p)?;
-        if name == "model.safetensors" || c.meta.training == ck.meta.training {
+        if name == "best.safetensors" || c.meta.training == ck.meta.training {
             c.meta.evaluation = Some(value.clone());
             c.save_atomic(&p)?;
         }

@@ -292,6 +292,25 @@ fn train_resume_generate() {
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(v["metrics"]["attributes"].as_array().unwrap().len(), 4);
     assert!(std::fs::read(&npz).unwrap().starts_with(b"PK"));
+    // --store writes the evaluation into a copy of the checkpoint; a shipped name is refused.
+    let stored = dir.path().join("stored.safetensors");
+    std::fs::copy(&ck, &stored).unwrap();
+    let mut c = arvae_core::checkpoint::Checkpoint::load(&stored).unwrap();
+    c.meta.evaluation = None;
+    c.save_atomic(&stored).unwrap();
+    ok(&[
+        "eval",
+        "--checkpoint",
+        s(&stored),
+        "--data",
+        s(&ds),
+        "--store",
+    ]);
+    let c = arvae_core::checkpoint::Checkpoint::load(&stored).unwrap();
+    let acc = c.meta.evaluation.unwrap()["reconstruction_accuracy"].as_f64();
+    assert!(acc.is_some_and(|a| (0.0..=1.0).contains(&a)), "{acc:?}");
+    let e = fails(&["eval", "--checkpoint", "bach", "--data", s(&ds), "--store"]);
+    assert!(e.contains("--store") && e.contains("bach"), "{e}");
     let mut bytes = std::fs::read(&ds).unwrap();
     let at = bytes.windows(4).position(|w| w == b"\"C4\"").unwrap();
     bytes[at + 1] = b'X';
