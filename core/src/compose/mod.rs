@@ -91,13 +91,14 @@ impl Settings {
     /// - a bar's contour can't exceed its pitch range, so a contour knob past the range knob
     ///   raises the range target to it (the contour knob asks for that leap);
     /// - a bar of n notes has a rhythmic complexity between its n lightest and n heaviest tick
-    ///   weights ([`rhythm_bounds`]), so the rhythm target is kept inside what the density
-    ///   knob allows (the number of notes is what a listener hears first).
+    ///   weights ([`rhythm_bounds`]), so the rhythm target is kept inside what a bar within
+    ///   one note of the density knob allows (n - 1 lightest .. n + 1 heaviest): the number
+    ///   of notes is what a listener hears first.
     pub fn targets(&self) -> [f32; 4] {
         let mut t: [f32; 4] = std::array::from_fn(|i| KNOBS[i].to_attribute(self.knobs[i]));
         let (range, contour) = (Attribute::PitchRange.index(), Attribute::Contour.index());
         let notes = self.knobs[Attribute::NoteDensity.index()];
-        let (rlo, rhi) = rhythm_bounds(notes);
+        let (rlo, rhi) = (rhythm_bounds(notes - 1.0).0, rhythm_bounds(notes + 1.0).1);
         let rhythm = Attribute::RhythmicComplexity.index();
         t[rhythm] = t[rhythm].clamp(rlo, rhi);
         let room = (notes - 1.0).clamp(0.0, 1.0);
@@ -475,11 +476,12 @@ mod tests {
             knobs: [0.0, 5.0, 8.0, 0.0],
             ..Settings::default()
         };
-        // Eight notes: at least the eight lightest tick weights (3.79 of 27.79).
-        assert!((s.targets()[0] - 3.79 / 27.79).abs() < 1e-6);
+        // Eight notes, give or take one: at least the seven lightest tick weights (3.12 of
+        // 27.79), at most the seven heaviest for six notes.
+        assert!((s.targets()[0] - 3.12 / 27.79).abs() < 1e-6);
         s.knobs[0] = 50.0;
         s.knobs[2] = 6.0;
-        assert!((s.targets()[0] - 12.0 / 27.79).abs() < 1e-6);
+        assert!((s.targets()[0] - 14.0 / 27.79).abs() < 1e-6);
         s.knobs[2] = 8.0;
         // Inside the bounds the knob is the target.
         s.knobs[0] = 30.0;
@@ -492,8 +494,8 @@ mod tests {
             knobs: [10.0, 6.0, 1.0, 4.0],
             ..Settings::default()
         };
-        // (One note is also at most 7.2 % rhythmic complexity: an off-beat sixteenth.)
-        assert_eq!(s.targets(), [2.0 / 27.79, 0.0, 1.0 / 24.0, 0.0]);
+        // (10 % rhythmic complexity is within what two notes can have.)
+        assert_eq!(s.targets(), [0.1, 0.0, 1.0 / 24.0, 0.0]);
         // Halfway between one and two notes: half the range and contour asked for.
         s.knobs[2] = 1.5;
         let t = s.targets();
