@@ -477,11 +477,11 @@ mod tests {
             ..Settings::default()
         };
         // Eight notes, give or take one: at least the seven lightest tick weights (3.12 of
-        // 27.79), at most the seven heaviest for six notes.
+        // 27.79); five notes: at most the six heaviest (12.0).
         assert!((s.targets()[0] - 3.12 / 27.79).abs() < 1e-6);
         s.knobs[0] = 50.0;
-        s.knobs[2] = 6.0;
-        assert!((s.targets()[0] - 14.0 / 27.79).abs() < 1e-6);
+        s.knobs[2] = 5.0;
+        assert!((s.targets()[0] - 12.0 / 27.79).abs() < 1e-6);
         s.knobs[2] = 8.0;
         // Inside the bounds the knob is the target.
         s.knobs[0] = 30.0;
