@@ -224,7 +224,7 @@ impl Decoder {
                 let gi = &mut self.tick[k].gi[t * rows * g..(t + 1) * rows * g];
                 linear(gi, x, rows, m.wih(w), m.bih(w), g);
             }
-            let prev = if t % TPB == 0 {
+            let prev = if t.is_multiple_of(TPB) {
                 let s = k * NB * bh + (t / TPB) * bh;
                 Prev::Init(&self.tick_init[s..s + bh])
             } else {

@@ -180,7 +180,9 @@ impl NativeEngine {
 
     /// Forward pass and loss of tokens (B, 24) and attributes (B, 4) with the randomness in
     /// `noise` (dropout when it has masks); with `backward`, the gradients too (read them
-    /// with [`NativeEngine::grad_tensors`]). The three phases are in the module docs.
+    /// with [`NativeEngine::grad_tensors`]). Three phases: per part of the batch, forward and
+    /// back through the decoder to the latent code; over the whole batch, KL and the AR loss;
+    /// per part, back through the encoder.
     pub fn forward_backward(
         &mut self,
         tokens: &[u32],

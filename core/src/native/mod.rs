@@ -17,11 +17,11 @@
 //! | `noise` | the step's dropout masks and eps ([`StepNoise`]) |
 //! | `adam` | Adam on the flat vector ([`NativeAdam`]) |
 //! | `gru` | one GRU layer over a sequence, forward and backward (`Seq`) |
-//! | `layers` | shared pieces: sizes, the parameter view, a part of the batch and its dropout masks, linear backward, state reshapes, scratch |
-//! | `stack` | a stack of GRU layers with dropout between them, forward and backward: the beat and the tick RNN |
-//! | `loss` | cross-entropy, KL, the AR term, d loss / d mu and d log-std ([`NativeLoss`], [`StepValues`]) |
+//! | `layers` | shared pieces: sizes, parameter view, batch part and its masks, linear backward |
+//! | `stack` | GRU layers stacked with dropout, forward and backward: the beat and tick RNN |
+//! | `loss` | cross-entropy, KL, AR, d mu and d log-std ([`NativeLoss`], [`StepValues`]) |
 //! | `encoder` | embedding, bidirectional GRU, mean and log-std heads, forward and backward |
-//! | `decoder` | beat RNN, tick RNN (teacher forcing or greedy), output layer, forward and backward |
+//! | `decoder` | beat RNN, tick RNN (teacher forcing or greedy), output, forward and backward |
 //! | `work` | one part's buffers and its two passes (phases 1 and 3) |
 //! | `engine` | [`NativeEngine`]: splitting the batch, the three phases, Adam steps |
 //! | `bridge` | conversions to and from the candle model (feature `train`) |
