@@ -24,7 +24,8 @@ pub enum ModelArg {
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
 pub enum DeviceArg {
-    /// The CPU (all cores).
+    /// The CPU: candle and the image models on all cores (RAYON_NUM_THREADS), the native
+    /// engine on at most two (each batch as two halves).
     Cpu,
     /// The first CUDA GPU (build with `--features cuda`).
     Cuda,

@@ -3,7 +3,8 @@
 
 use candle_core::Tensor;
 
-use super::engine::{NativeEngine, NativeLoss, StepValues};
+use super::engine::NativeEngine;
+use super::loss::{NativeLoss, StepValues};
 use crate::data::Dataset;
 use crate::model::{Adam, LossConfig, LossValues, MeasureVae};
 

@@ -1,5 +1,5 @@
 //! Element-wise kernels: a branch-free `exp` that vectorizes, the GRU gate math forward and
-//! backward in single passes, SELU.
+//! backward in single passes, SELU, argmax.
 
 /// SELU's λ (PyTorch).
 pub(crate) const SELU_LAMBDA: f32 = 1.050_700_987_355_480_5_f64 as f32;
@@ -55,6 +55,31 @@ pub(crate) fn selu_backward(dx: &mut [f32], dy: &[f32], x: &[f32], y: &[f32]) {
         };
         *dx = dy * d;
     }
+}
+
+/// d ← d · selu'(x) in place, from the SELU input x and output y (the same factor as
+/// [`selu_backward`]).
+pub(crate) fn selu_backward_in_place(d: &mut [f32], x: &[f32], y: &[f32]) {
+    for ((d, &x), &y) in d.iter_mut().zip(x).zip(y) {
+        let s = if x > 0.0 {
+            SELU_LAMBDA
+        } else {
+            y + SELU_LAMBDA * SELU_ALPHA
+        };
+        *d *= s;
+    }
+}
+
+/// Index of the first maximum (candle's argmax).
+pub(crate) fn argmax(row: &[f32]) -> usize {
+    let (mut best, mut val) = (0, row[0]);
+    for (i, &x) in row.iter().enumerate().skip(1) {
+        if x > val {
+            best = i;
+            val = x;
+        }
+    }
+    best
 }
 
 /// Saved activations of one GRU step for `rows` rows of width h, written by [`gru_forward`].
