@@ -235,7 +235,7 @@ pub fn eval(a: EvalArgs) -> Result<()> {
 /// Evaluates the finished run's best checkpoint (the one a user ships) on the test split and
 /// stores the summary in it, and in the last epoch's checkpoint when that is the same epoch.
 pub fn record_evaluation(run: &Path, ds: &Dataset, max: usize) -> Result<Evaluation> {
-    let ck = Checkpoint::load(&run.join("best.safetensors"))?;
+    let ck = Checkpoint::load(run.join("best.safetensors"))?;
     let model = MeasureVae::from_checkpoint(&ck, &Device::Cpu)?;
     let split = if ds.count(Split::Test) > 0 {
         Split::Test
