@@ -21,7 +21,7 @@ pub mod key;
 pub mod knobs;
 pub mod score;
 
-use crate::checkpoint::Checkpoint;
+use crate::checkpoint::{Calibration, Checkpoint};
 use crate::infer::steer::{match_unit, steer_with, SteerTarget};
 use crate::infer::{InferError, InferModel};
 use crate::music::attributes::rhythm_bounds;
@@ -123,27 +123,25 @@ const CALIBRATION_SEED: u64 = 0xCA11_B4A7;
 const CAL_GRID: usize = 17;
 const CAL_CODES: usize = 12;
 
+/// The checkpoint's calibration of attribute `a` on latent dimension `dim`.
+fn calibration(ck: &Checkpoint, a: Attribute, dim: usize) -> Option<&Calibration> {
+    ck.meta
+        .calibration
+        .iter()
+        .find(|c| c.attribute == a.name() && c.latent_dim == dim)
+}
+
 /// The 5-95 % span of `a` in the training data, from the checkpoint's calibration (21
 /// quantiles: the second and the second-to-last).
 fn data_span(ck: &Checkpoint, a: Attribute, dim: usize) -> Option<(f32, f32)> {
-    let c = ck
-        .meta
-        .calibration
-        .iter()
-        .find(|c| c.attribute == a.name() && c.latent_dim == dim)?;
-    let p = &c.points;
+    let p = &calibration(ck, a, dim)?.points;
     (p.len() >= 3).then(|| (p[1].1, p[p.len() - 2].1))
 }
 
 /// The median of `a` in the training data (knob units, inside the knob's range), from the
 /// checkpoint's calibration (its middle quantile).
 fn data_median(ck: &Checkpoint, a: Attribute, dim: usize) -> Option<f32> {
-    let c = ck
-        .meta
-        .calibration
-        .iter()
-        .find(|c| c.attribute == a.name() && c.latent_dim == dim)?;
-    let p = &c.points;
+    let p = &calibration(ck, a, dim)?.points;
     let k = KNOBS[a.index()];
     (!p.is_empty()).then(|| k.from_attribute(p[p.len() / 2].1).clamp(k.min, k.max))
 }
@@ -193,9 +191,7 @@ impl Composer {
         let prior = meta.prior.clone().unwrap_or_else(|| CodePrior::standard(d));
         let sampler = FreeSampler::new(&prior, &dims)?;
         let encoder_maps = Attribute::ALL.map(|a| {
-            meta.calibration
-                .iter()
-                .find(|c| c.attribute == a.name() && c.latent_dim == dims[a.index()])
+            calibration(ck, a, dims[a.index()])
                 .and_then(LatentMap::from_calibration)
                 .unwrap_or_else(|| LatentMap::fallback(a))
         });
