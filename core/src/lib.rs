@@ -11,6 +11,7 @@
 //! - [`image_training`]: training and evaluation of the image VAEs (feature `train`).
 //! - [`files`]: safe output files (atomic replace, devices and symlinks kept), run-folder
 //!   locks, stale temporaries, outputs that are inputs refused.
+//! - [`cuda`]: is CUDA usable here (libraries, driver, GPU), asked before candle opens it.
 //! - [`checkpoint`]: the single-file checkpoint (safetensors + JSON metadata), candle-free.
 //! - [`compose`]: from one bar to music (prior, pitch range, knobs in musical units, key,
 //!   motion and phrases), shared by the plugin and `generate`.
@@ -22,6 +23,7 @@
 pub mod builtin;
 pub mod checkpoint;
 pub mod compose;
+pub mod cuda;
 pub mod data;
 pub mod files;
 pub mod image_model;

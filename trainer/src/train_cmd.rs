@@ -2,6 +2,7 @@
 
 use anyhow::{bail, Context, Result};
 use arvae_core::checkpoint::Checkpoint;
+use arvae_core::cuda::Unavailable;
 use arvae_core::data::{Dataset, Split};
 use arvae_core::model::LossValues;
 use arvae_core::music::attributes::Attribute;
@@ -27,8 +28,10 @@ pub enum DeviceArg {
     /// The CPU: candle and the image models on all cores (RAYON_NUM_THREADS), the native
     /// engine on at most two (each batch as two halves).
     Cpu,
-    /// The first CUDA GPU (build with `--features cuda`).
+    /// The first CUDA GPU (a build of scripts/build-cuda.sh); an error names what is missing.
     Cuda,
+    /// The first CUDA GPU where one is usable, else the CPU (saying why).
+    Auto,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -82,10 +85,11 @@ pub struct TrainArgs {
     /// random subset each epoch).
     #[arg(long)]
     max_measures: Option<usize>,
-    /// Device.
+    /// Device. The CPU by default: the native engine there is fast, and a run does not change
+    /// engine (and numbers) with the machine it happens to start on.
     #[arg(long, value_enum, default_value = "cpu")]
     device: DeviceArg,
-    /// Training implementation [default: native with --device cpu, candle with --device cuda].
+    /// Training implementation [default: native on the CPU, candle on a GPU].
     #[arg(long, value_enum)]
     engine: Option<EngineArg>,
     /// Continue the run in --out from its last complete epoch (same settings and data).
@@ -109,16 +113,37 @@ fn parse_attribute(s: &str) -> Result<Attribute, String> {
     })
 }
 
+/// The candle device for `--device`. `cuda` is an error naming what is missing (probed before
+/// candle opens CUDA, whose loader would panic on a missing library); `auto` falls back to the
+/// CPU with one line saying why.
 pub fn device(d: DeviceArg) -> Result<Device> {
     match d {
         DeviceArg::Cpu => Ok(Device::Cpu),
-        DeviceArg::Cuda => {
-            if !cfg!(feature = "cuda") {
-                bail!(
-                    "this build has no CUDA support: rebuild with `--features cuda` (needs nvcc)"
-                );
+        DeviceArg::Cuda => match arvae_core::cuda::probe() {
+            Ok(info) => {
+                let dev = Device::new_cuda(0).with_context(|| format!("cannot open {info}"))?;
+                println!("training on {info}");
+                Ok(dev)
             }
-            Device::new_cuda(0).context("cannot open CUDA device 0")
+            Err(Unavailable::NotBuilt) => bail!(
+                "this build has no CUDA support: rebuild with `--features cuda` (needs nvcc; scripts/build-cuda.sh does it all)"
+            ),
+            Err(why) => bail!("--device cuda: CUDA cannot be used: {why}"),
+        },
+        DeviceArg::Auto => {
+            let why = match arvae_core::cuda::probe() {
+                Ok(info) => match Device::new_cuda(0) {
+                    Ok(dev) => {
+                        println!("--device auto: training on {info}");
+                        return Ok(dev);
+                    }
+                    Err(e) => format!("cannot open {info}: {e}"),
+                },
+                Err(Unavailable::NotBuilt) => "this build has no CUDA support".to_string(),
+                Err(why) => why.to_string(),
+            };
+            println!("--device auto: training on the CPU ({why})");
+            Ok(Device::Cpu)
         }
     }
 }
@@ -282,19 +307,27 @@ pub fn train(a: TrainArgs) -> Result<()> {
     cfg.seed = a.seed;
     cfg.latent = a.latent.unwrap_or(cfg.latent);
     cfg.max_train_measures = a.max_measures;
-    cfg.engine = match (a.engine, a.device) {
-        (Some(EngineArg::Native), DeviceArg::Cuda) => {
-            bail!("--engine native trains on the CPU only; use --engine candle with --device cuda")
-        }
-        (Some(EngineArg::Native), _) | (None, DeviceArg::Cpu) => Engine::Native,
-        (Some(EngineArg::Candle), _) | (None, DeviceArg::Cuda) => Engine::Candle,
-    };
+    if (a.engine, a.device) == (Some(EngineArg::Native), DeviceArg::Cuda) {
+        bail!("--engine native trains on the CPU only; use --engine candle with --device cuda")
+    }
     if kind == ModelKind::ArVae && !a.attributes.is_empty() {
         cfg.attributes = a.attributes.clone();
     } else if kind == ModelKind::BetaVae && !a.attributes.is_empty() {
         bail!("--attributes only applies to --model ar-vae (a β-VAE regularizes nothing)");
     }
-    let dev = device(a.device)?;
+    let dev = match (a.engine, a.device) {
+        (Some(EngineArg::Native), DeviceArg::Auto) => {
+            println!("--device auto: training on the CPU (--engine native trains on the CPU only)");
+            Device::Cpu
+        }
+        (_, d) => device(d)?,
+    };
+    cfg.engine = match a.engine {
+        Some(EngineArg::Native) => Engine::Native,
+        Some(EngineArg::Candle) => Engine::Candle,
+        None if dev.is_cpu() => Engine::Native,
+        None => Engine::Candle,
+    };
     println!(
         "training {} on {} ({} train / {} val measures), {} epochs, batch {}, beta {}, gamma {}, delta {}, seed {}",
         if kind == ModelKind::ArVae { "AR-VAE" } else { "β-VAE" },
