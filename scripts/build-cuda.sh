@@ -3,7 +3,8 @@
 # has only Python 3, Rust and the package registries: no system CUDA toolkit, no GPU, no driver.
 #
 #   scripts/build-cuda.sh                    # build target/release/arvae-trainer
-#   scripts/build-cuda.sh -- test --release -p arvae-core --features cuda --test cuda_parity
+#   scripts/build-cuda.sh -- test --release -p arvae-trainer -p arvae-core --features cuda \
+#       --test cuda_parity -- --nocapture     # the GPU parity test (SKIPPED without a GPU)
 #   eval "$(scripts/build-cuda.sh --print-env)"   # run-time library path for `--device cuda`
 #
 # What it does, and why:
@@ -28,7 +29,7 @@
 #    copy links NVIDIA's static libcudart_static.a instead, which loads the driver only when a
 #    kernel of its own runs. Both copies are used through `cargo --config patch.crates-io...`, so
 #    nothing fetched is committed. Cargo rewrites Cargo.lock for a patched build (a path package
-#    has no checksum); the committed Cargo.lock is saved first and put back on exit.
+#    has no checksum); Cargo.lock is saved first and put back on exit, failure and Ctrl-C included.
 #    Our code probes the libraries itself before it touches candle (core/src/cuda.rs), so a
 #    missing library is a clear error and never cudarc's panic.
 #
@@ -57,11 +58,15 @@ Options:
   -h, --help         this text
   -- CARGO_ARGS...   run this cargo command instead of the default build, in the same
                      environment and with the same patches, e.g.
-                     -- test --release -p arvae-core --features cuda --test cuda_parity
-                     -- clippy --release -p arvae-trainer --features cuda
+                     -- test --release -p arvae-trainer -p arvae-core --features cuda \
+                        --test cuda_parity -- --nocapture
+                     -- clippy --release -p arvae-trainer -p arvae-core --features cuda \
+                        --all-targets -- -D warnings
 
 Environment: CARGO_TARGET_DIR (default target/) holds the build and the patched candle copies.
-The first build compiles candle's CUDA kernels with nvcc (about 20 minutes on 2 cores).
+The first build compiles candle's CUDA kernels with nvcc: 11 to 31 minutes on a shared 2-core
+machine (49 minutes for the whole first build there). Cargo compiles them again for each new
+set of build features: the test and clippy commands above share one set, the build another.
 EOF
 }
 
@@ -94,6 +99,9 @@ if [[ ! $compute_cap =~ ^[0-9]+[a-z]?$ ]]; then
 fi
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# Relative paths are the caller's, not the repository's.
+[[ -z $venv || $venv == /* ]] || venv=$PWD/$venv
+[[ -z ${CARGO_TARGET_DIR:-} || $CARGO_TARGET_DIR == /* ]] || CARGO_TARGET_DIR=$PWD/$CARGO_TARGET_DIR
 cd "$root"
 venv=${venv:-$root/.cuda}
 log() { echo "build-cuda.sh: $*" >&2; }
@@ -154,16 +162,28 @@ for p in json.load(sys.stdin)["packages"]:
         print(p["manifest_path"])
         break' "$1"
 }
-copy_crate() { # name -> prints the copy's folder
+stage=$patch_dir/.stage
+copy_crate() { # name -> prints the folder of a fresh copy to patch (timestamps kept)
   local src
   src=$(manifest "$1")
   if [[ -z $src ]]; then
     log "$1 is not a registry package in Cargo.lock"
     exit 1
   fi
-  rm -rf "${patch_dir:?}/$1"
-  cp -R "$(dirname "$src")" "$patch_dir/$1"
-  chmod -R u+w "$patch_dir/$1"
+  mkdir -p "$stage"
+  rm -rf "${stage:?}/$1"
+  cp -Rp "$(dirname "$src")" "$stage/$1"
+  chmod -R u+w "$stage/$1"
+  echo "$stage/$1"
+}
+install_copy() { # name -> prints the copy's folder; the patched copy replaces the previous one
+  # only if they differ, since cargo rebuilds path packages (and reruns candle-kernels' nvcc
+  # step) when their files' timestamps change
+  if ! diff -rq "$stage/$1" "$patch_dir/$1" >/dev/null 2>&1; then
+    rm -rf "${patch_dir:?}/$1"
+    mv "$stage/$1" "$patch_dir/$1"
+  fi
+  rm -rf "${stage:?}/$1"
   echo "$patch_dir/$1"
 }
 core_copy=$(copy_crate candle-core)
@@ -173,6 +193,7 @@ if grep -q '"dynamic-linking"' "$core_copy/Cargo.toml" || ! grep -q '"dynamic-lo
   log "$core_copy/Cargo.toml: could not switch cudarc to dynamic-loading (has candle-core changed?)"
   exit 1
 fi
+core_copy=$(install_copy candle-core)
 kernels_copy=$(copy_crate candle-kernels)
 # Only the cudart link: the static library from CUDA_ROOT/lib instead of -lcudart.
 link='    println!("cargo:rustc-link-lib=dylib=cudart");'
@@ -194,6 +215,7 @@ static = """    // arvae (scripts/build-cuda.sh): the static CUDA runtime, so th
 text = open(path).read()
 open(path, "w").write(text.replace(link, static, 1))
 EOF
+kernels_copy=$(install_copy candle-kernels)
 
 patches=(
   --config "patch.crates-io.candle-core.path=\"$core_copy\""
