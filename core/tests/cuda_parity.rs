@@ -22,19 +22,6 @@ use rand_chacha::ChaCha8Rng;
 const LOSS_TOLERANCE: f64 = 1e-4;
 const GRADIENT_TOLERANCE: f64 = 1e-3;
 
-fn native_loss(l: &LossConfig) -> NativeLoss {
-    NativeLoss {
-        beta: l.beta,
-        gamma: l.gamma,
-        delta: l.delta,
-        regularized: l
-            .regularized
-            .iter()
-            .map(|r| (r.attribute, r.latent_dim))
-            .collect(),
-    }
-}
-
 /// Freshly initialised weights, every tensor perturbed (so every path carries gradient).
 fn weights(cfg: &MeasureVaeConfig, seed: u64) -> NamedTensors {
     let model = MeasureVae::new(cfg, seed, &Device::Cpu).unwrap();
@@ -116,8 +103,14 @@ fn one_training_step_on_cuda_matches_the_native_engine() {
         let (cv, cg) = candle_step(&model, &tokens, &attrs, teacher, seed, &loss);
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let noise = StepNoise::draw(&cfg, b, true, &mut rng);
-        let nv =
-            engine.forward_backward(&tokens, &attrs, teacher, &noise, &native_loss(&loss), true);
+        let nv = engine.forward_backward(
+            &tokens,
+            &attrs,
+            teacher,
+            &noise,
+            &NativeLoss::from(&loss),
+            true,
+        );
         let ng = engine.grad_tensors();
         let rel = |a: f32, c: f32| ((a - c).abs() / c.abs().max(1e-6)) as f64;
         let mut loss_err = rel(cv.total, nv.total)
