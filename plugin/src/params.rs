@@ -207,6 +207,7 @@ impl ArvaeParams {
             variation: self.phrase_variation.value() / 100.0,
             key: self.key(),
             match_targets: self.match_targets.value(),
+            free: [false; 4],
         }
     }
 

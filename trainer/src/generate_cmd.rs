@@ -35,8 +35,9 @@ pub struct ComposeArgs {
     pub pitch_range: Option<f32>,
     /// Note density in notes per bar.
     ///
-    /// Each knob not given takes the model's typical value: the median of its training data
-    /// (Bach: 6 %, 3 st, 4 notes, 0 st; folk: 14 %, 8 st, 8 notes, 0 st).
+    /// Each knob not given is left to the model: drawn bar by bar from its own distribution
+    /// of codes, so it varies as in the music the model learned (Bach about 4 notes a bar,
+    /// folk about 8), and chosen to fit the knobs that are given.
     #[arg(long, value_name = "NOTES")]
     pub note_density: Option<f32>,
     /// Contour in semitones from the first to the last note of a bar (negative: falling).
@@ -75,9 +76,9 @@ pub struct ComposeArgs {
 }
 
 impl ComposeArgs {
-    /// The composer settings, checked; knobs not given take `defaults` (knob units, the
-    /// model's [`Composer::typical_knobs`] or the plugin's defaults).
-    pub fn settings(&self, defaults: [f32; 4]) -> Result<Settings> {
+    /// The composer settings, checked; knobs not given are left to the model
+    /// ([`Settings::free`]).
+    pub fn settings(&self) -> Result<Settings> {
         let given = [
             self.rhythmic_complexity,
             self.pitch_range,
@@ -86,7 +87,7 @@ impl ComposeArgs {
         ];
         let mut knobs = [0f32; 4];
         for (i, k) in KNOBS.iter().enumerate() {
-            let v = given[i].unwrap_or(defaults[i]);
+            let v = given[i].unwrap_or(k.default);
             let flag = k.attribute.name().replace('_', "-");
             if !v.is_finite() || v < k.min || v > k.max {
                 bail!("--{flag} {v} is outside {}..{}{}", k.min, k.max, k.unit());
@@ -123,6 +124,7 @@ impl ComposeArgs {
             variation: self.variation,
             key: Key { root, scale },
             match_targets: !self.no_match,
+            free: given.map(|v| v.is_none()),
         })
     }
 
@@ -220,7 +222,7 @@ pub fn compose_bars(c: &mut Composer, s: &Settings, start: i64, n: usize) -> Res
 }
 
 pub fn generate(a: GenerateArgs) -> Result<()> {
-    a.compose.settings(KNOBS.map(|k| k.default))?;
+    let settings = a.compose.settings()?;
     if !(a.bpm.is_finite() && a.bpm > 0.0 && a.bpm <= 1000.0) {
         bail!("--bpm {} is not a tempo (0 < bpm <= 1000)", a.bpm);
     }
@@ -234,7 +236,6 @@ pub fn generate(a: GenerateArgs) -> Result<()> {
     let ck = load_checkpoint(&a.checkpoint)?;
     a.compose.check_regularized(&ck, &a.checkpoint)?;
     let mut c = composer_for(&ck, &a.checkpoint)?;
-    let settings = a.compose.settings(c.typical_knobs())?;
     let measures = match &a.encode {
         Some(input) => transform_file(&mut c, &settings, input)?,
         None => compose_bars(&mut c, &settings, a.start_bar, a.bars)?,
@@ -307,10 +308,13 @@ fn print_bars(measures: &[Measure], s: &Settings) {
     println!("knobs: {}", describe_knobs(s));
 }
 
-/// `Rhythmic complexity 8 %, Pitch range 5.0 semitones, ...`
+/// `Rhythmic complexity 8 %, Pitch range free, ...`
 fn describe_knobs(s: &Settings) -> String {
     let t: Vec<String> = (0..4)
-        .map(|j| format!("{} {}", KNOBS[j].label, KNOBS[j].describe(s.knobs[j])))
+        .map(|j| match s.free[j] {
+            true => format!("{} free", KNOBS[j].label),
+            false => format!("{} {}", KNOBS[j].label, KNOBS[j].describe(s.knobs[j])),
+        })
         .collect();
     t.join(", ")
 }
@@ -454,12 +458,11 @@ fn real_runs(ds: &Dataset, split: Split) -> Vec<Vec<Measure>> {
 }
 
 pub fn score_cmd(a: ScoreArgs) -> Result<()> {
-    a.compose.settings(KNOBS.map(|k| k.default))?;
+    let base = a.compose.settings()?;
     if a.bars == 0 || a.seeds == 0 {
         bail!("--bars and --seeds must be at least 1");
     }
     let (mut c, ck) = composer(&a.checkpoint)?;
-    let base = a.compose.settings(c.typical_knobs())?;
     let range = c.pitch_range();
     let response = knob_response(&mut c, &ck);
     println!(
@@ -558,7 +561,8 @@ pub fn score_cmd(a: ScoreArgs) -> Result<()> {
 }
 
 /// Knob fidelity: each knob swept over what the model reaches (the plugin's range where
-/// smaller), the others at `base`; the share of bars within one audible step of the knob.
+/// smaller), the others as in `base` (free where not given); the share of bars within one
+/// audible step of the knob.
 fn fidelity(c: &mut Composer, base: &Settings, positions: usize, seeds: u32) -> Result<()> {
     println!("\nknob fidelity: share of bars within one audible step (5 %, 2 st, 1 note, 2 st)");
     for (i, k) in KNOBS.iter().enumerate() {
@@ -570,6 +574,7 @@ fn fidelity(c: &mut Composer, base: &Settings, positions: usize, seeds: u32) -> 
             let v = lo + (hi - lo) * j as f32 / (positions - 1).max(1) as f32;
             let mut s = *base;
             s.knobs[i] = v;
+            s.free[i] = false;
             let mut here = 0;
             for seed in 0..seeds {
                 let bars = compose_bars(c, &Settings { seed, ..s }, 0, 4)?;

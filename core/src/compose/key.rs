@@ -251,6 +251,15 @@ pub fn fit_shift(
     best.map_or(0, |b| b.2)
 }
 
+/// The interval (semitones, absolute) from `before`'s last note to `m`'s first once `m` is
+/// moved into `key` ([`fit_shift`]); `None` for a first bar or an empty one.
+pub fn join_step(m: &Measure, key: Key, range: (u8, u8), before: Option<Register>) -> Option<i32> {
+    let b = before?;
+    let first = m.tokens().iter().find(|&&t| t < 128)?;
+    let shift = fit_shift(m, key, range, before, b.mean);
+    Some((*first as i32 + shift - b.last).abs())
+}
+
 /// Onsets of `m` that no transposition brings into `scale` (the fewest outside over the 12
 /// roots); 0 for [`Scale::Any`].
 pub fn outside_any_key(m: &Measure, scale: Scale) -> usize {

@@ -202,6 +202,25 @@ impl LatentMap {
         &self.knots
     }
 
+    /// The attribute value the map gives latent value `z`: the inverse of
+    /// [`latent`](Self::latent) between the knots (whose latent values rise with the
+    /// attribute, [`from_points`](Self::from_points)), the end values outside them.
+    pub fn attribute(&self, z: f32) -> f32 {
+        let k = &self.knots;
+        let (first, last) = (k[0], k[k.len() - 1]);
+        if !z.is_finite() {
+            return (first.0 + last.0) / 2.0;
+        }
+        match k.partition_point(|&(_, kz)| kz <= z) {
+            0 => first.0,
+            i if i == k.len() => last.0,
+            i => {
+                let ((xa, za), (xb, zb)) = (k[i - 1], k[i]);
+                xa + (z - za) / (zb - za).max(1e-9) * (xb - xa)
+            }
+        }
+    }
+
     /// Latent value for an attribute target: piecewise linear between knots, linear past the
     /// ends up to a quarter of the calibrated latent span, then flat.
     pub fn latent(&self, target: f32) -> f32 {
@@ -233,6 +252,20 @@ impl LatentMap {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn attribute_inverts_latent_between_the_knots() {
+        let map =
+            LatentMap::from_points(&[(-1.0, 0.0), (0.0, 0.1), (1.0, 0.3), (2.0, 0.4)]).unwrap();
+        for t in [0.0, 0.05, 0.1, 0.2, 0.3, 0.35, 0.4] {
+            assert!((map.attribute(map.latent(t)) - t).abs() < 1e-6, "{t}");
+        }
+        // z 0.5 lies halfway between the knots (0, 0.1) and (1, 0.3).
+        assert!((map.attribute(0.5) - 0.2).abs() < 1e-6);
+        // Past the knots: their end values.
+        assert_eq!((map.attribute(-5.0), map.attribute(9.0)), (0.0, 0.4));
+        assert_eq!(map.attribute(f32::NAN), 0.2);
+    }
 
     #[test]
     fn formats_round_trip() {

@@ -25,12 +25,12 @@ use crate::checkpoint::{Calibration, Checkpoint};
 use crate::infer::steer::{match_unit, steer_with, SteerTarget};
 use crate::infer::{InferError, InferModel};
 use crate::music::attributes::rhythm_bounds;
-use crate::music::token::Measure;
+use crate::music::token::{Measure, TICKS_PER_MEASURE};
 use crate::music::Attribute;
 
 use crate::prior::{CodePrior, FreeSampler};
 use crate::random::{mix, normals};
-use key::{fit_shift, outside_any_key, transposed, Key, Register, Scale};
+use key::{fit_shift, join_step, outside_any_key, transposed, Key, Register, Scale};
 use knobs::{LatentMap, KNOBS};
 
 /// Longest phrase, in bars.
@@ -62,6 +62,12 @@ pub struct Settings {
     pub key: Key,
     /// Search the regularized dimensions for the bar nearest the knobs.
     pub match_targets: bool,
+    /// Knobs left to the model ([`KNOBS`] order): the dimension is drawn from the model's
+    /// own distribution of codes like the free dimensions (so it varies from bar to bar as
+    /// in the data, and moves with Motion), matching does not aim it but may move it to
+    /// serve the other knobs, and its value in `knobs` is ignored. The plugin sets every
+    /// knob; `generate` leaves the knobs not given to the model.
+    pub free: [bool; 4],
 }
 
 impl Default for Settings {
@@ -74,6 +80,7 @@ impl Default for Settings {
             variation: 0.25,
             key: Key::default(),
             match_targets: true,
+            free: [false; 4],
         }
     }
 }
@@ -94,19 +101,42 @@ impl Settings {
     ///   weights ([`rhythm_bounds`]), so the rhythm target is kept inside what a bar within
     ///   one note of the density knob allows (n - 1 lightest .. n + 1 heaviest): the number
     ///   of notes is what a listener hears first.
+    ///
+    /// A [`free`](Self::free) knob (here: its drawn value in `knobs`) gives way to the set
+    /// ones instead: a free density moves to a note count the rhythm knob allows, a free
+    /// contour stays inside the range knob.
     pub fn targets(&self) -> [f32; 4] {
-        let mut t: [f32; 4] = std::array::from_fn(|i| KNOBS[i].to_attribute(self.knobs[i]));
-        let (range, contour) = (Attribute::PitchRange.index(), Attribute::Contour.index());
-        let notes = self.knobs[Attribute::NoteDensity.index()];
+        let [rhythm, range, density, contour] = Attribute::ALL.map(|a| a.index());
+        let mut knobs = self.knobs;
+        if self.free[density] && !self.free[rhythm] {
+            let (lo, hi) = notes_allowing(KNOBS[rhythm].to_attribute(knobs[rhythm]));
+            knobs[density] = knobs[density].clamp(lo, hi);
+        }
+        let mut t: [f32; 4] = std::array::from_fn(|i| KNOBS[i].to_attribute(knobs[i]));
+        let notes = knobs[density];
         let (rlo, rhi) = (rhythm_bounds(notes - 1.0).0, rhythm_bounds(notes + 1.0).1);
-        let rhythm = Attribute::RhythmicComplexity.index();
         t[rhythm] = t[rhythm].clamp(rlo, rhi);
         let room = (notes - 1.0).clamp(0.0, 1.0);
         t[range] *= room;
         t[contour] *= room;
-        t[range] = t[range].max(t[contour].abs());
+        if self.free[contour] && !self.free[range] {
+            t[contour] = t[contour].clamp(-t[range], t[range]);
+        } else {
+            t[range] = t[range].max(t[contour].abs());
+        }
         t
     }
+}
+
+/// The note counts (lowest, highest) whose neighbours can have rhythmic complexity `rhythm`:
+/// n with the n - 1 lightest tick weights at most `rhythm` and the n + 1 heaviest at least
+/// it ([`rhythm_bounds`]), the inverse of [`Settings::targets`]' rhythm rule.
+fn notes_allowing(rhythm: f32) -> (f32, f32) {
+    let counts = || (1..=TICKS_PER_MEASURE).map(|n| n as f32);
+    let lo = counts().find(|&n| rhythm_bounds(n + 1.0).1 >= rhythm);
+    let hi = counts().rev().find(|&n| rhythm_bounds(n - 1.0).0 <= rhythm);
+    let lo = lo.unwrap_or(TICKS_PER_MEASURE as f32);
+    (lo, hi.unwrap_or(1.0).max(lo))
 }
 
 /// Cost of one note that no transposition brings into the key, in target matching (one unit
@@ -114,6 +144,23 @@ impl Settings {
 /// x 8 seeds, 4-bar key fit / knob fidelity): 0.5 gives folk 0.927, 1.0 gives 0.947 and 1.5
 /// gives 0.977 (real folk 0.993), with the knob fidelity unchanged within noise.
 const KEY_WEIGHT: f32 = 1.5;
+
+/// How much looser matching holds a free knob to its drawn value than a set knob to its
+/// target: the model may trade it for the knobs that are set. Measured with `score` (all
+/// knobs free, 64 bars x 8 seeds, without the join cost): folk 4-bar key fit 0.959 at 1,
+/// 0.990 at 2, 1.000 at 4 (real 0.993); Bach joins 1.71, 1.74, 1.77 st (real 2.11).
+const FREE_SLACK: f32 = 2.0;
+
+/// Matching's cost of the step from the bar before (once both are in the key): steps up
+/// to [`JOIN_FREE`] semitones (seconds and thirds) cost nothing, each [`JOIN_UNIT`]
+/// semitones past it one unit, squared, at most [`JOIN_CAP`] units, so that it picks among
+/// bars near the knobs and never overrules them (a contour knob at +24 st asks for a leap
+/// back at every join). Measured with `score` (all knobs free, 64 bars x 8 seeds): joins
+/// without it 1.74 st (Bach, real 2.11) and 4.02 st (folk, real 2.82); uncapped 1.69 and
+/// 3.41 but folk contour fidelity 60 %; capped at 4, 98.7 %.
+const JOIN_FREE: f32 = 3.0;
+const JOIN_CAP: f32 = 4.0;
+const JOIN_UNIT: f32 = 2.0;
 
 /// Stream id of the phrase-independent noise (shared by every return of a phrase).
 const SHARED: i64 = i64::MIN;
@@ -138,26 +185,17 @@ fn data_span(ck: &Checkpoint, a: Attribute, dim: usize) -> Option<(f32, f32)> {
     (p.len() >= 3).then(|| (p[1].1, p[p.len() - 2].1))
 }
 
-/// The median of `a` in the training data (knob units, inside the knob's range), from the
-/// checkpoint's calibration (its middle quantile).
-fn data_median(ck: &Checkpoint, a: Attribute, dim: usize) -> Option<f32> {
-    let p = &calibration(ck, a, dim)?.points;
-    let k = KNOBS[a.index()];
-    (!p.is_empty()).then(|| k.from_attribute(p[p.len() / 2].1).clamp(k.min, k.max))
-}
-
 /// A model ready to compose: decoder, prior, pitch range and knob maps; see the module docs.
 pub struct Composer {
     model: InferModel,
     dims: [usize; 4],
     maps: [LatentMap; 4],
     sampler: FreeSampler,
-    /// Prior mean of each regularized dimension.
+    /// Prior mean and standard deviation of each regularized dimension.
     regularized_mean: [f32; 4],
+    regularized_sd: [f32; 4],
     /// What each knob reaches (attribute units), see [`Composer::reach`].
     reach: [(f32, f32); 4],
-    /// The knobs where the model's data sits, see [`Composer::typical_knobs`].
-    typical: [f32; 4],
     prior_stored: bool,
     u: Vec<f32>,
     e: Vec<f32>,
@@ -201,9 +239,8 @@ impl Composer {
             maps: encoder_maps.clone(),
             sampler,
             regularized_mean: dims.map(|i| prior.mean[i]),
+            regularized_sd: dims.map(|i| prior.covariance[i * d + i].max(0.0).sqrt()),
             reach: [(0.0, 0.0); 4],
-            typical: Attribute::ALL
-                .map(|a| data_median(ck, a, dims[a.index()]).unwrap_or(KNOBS[a.index()].default)),
             prior_stored: meta.prior.is_some(),
             u: vec![0.0; d],
             e: vec![0.0; d],
@@ -324,27 +361,20 @@ impl Composer {
         (KNOBS[i].from_attribute(lo), KNOBS[i].from_attribute(hi))
     }
 
-    /// Knob values ([`KNOBS`] order, knob units) at the median of the model's training data
-    /// (the plugin's defaults for a checkpoint without calibration): what `generate` plays for
-    /// a knob not given, so a folk model sounds like folk tunes (8 notes a bar) and a Bach
-    /// model like chorales (4).
-    pub fn typical_knobs(&self) -> [f32; 4] {
-        self.typical
-    }
-
-    /// Steering targets for `settings`' knobs: one unit of error per attribute from
-    /// [`match_unit`] and the reach, the largest search step the map's latent span.
-    pub fn steer_targets(&self, settings: &Settings) -> [SteerTarget; 4] {
-        let t = settings.targets();
+    /// Steering targets for knob targets `t` (attribute units): one unit of error per
+    /// attribute from [`match_unit`] and the reach ([`FREE_SLACK`] times looser for a free
+    /// knob), the largest search step the map's latent span.
+    fn steer_targets(&self, t: [f32; 4], free: [bool; 4]) -> [SteerTarget; 4] {
         std::array::from_fn(|i| {
             let map = &self.maps[i];
             let (lo, hi) = map.attribute_range();
             let k = map.knots();
+            let slack = if free[i] { FREE_SLACK } else { 1.0 };
             SteerTarget {
                 attribute: Attribute::ALL[i],
                 dim: self.dims[i],
                 target: t[i],
-                scale: match_unit(Attribute::ALL[i], hi - lo),
+                scale: slack * match_unit(Attribute::ALL[i], hi - lo),
                 step: (k[k.len() - 1].1 - k[0].1).abs().max(0.5),
             }
         })
@@ -363,25 +393,46 @@ impl Composer {
         let m = settings.motion.clamp(0.0, 1.0) * std::f32::consts::FRAC_PI_2;
         let seed = settings.seed as u64;
         let mut before = None;
-        for (k, bar) in out[..p].iter_mut().enumerate() {
+        for k in 0..p {
+            if k > 0 && m == 0.0 {
+                // Motion 0: the phrase is its first bar, repeated.
+                out[k] = out[0];
+                continue;
+            }
             // e_k = cos(v) A_k + sin(v) B_(q,k): A is the same for every return of the phrase.
             normals(mix(seed, k as i64, SHARED), &mut self.e);
             normals(mix(seed, k as i64, q), &mut self.own);
             for (e, b) in self.e.iter_mut().zip(&self.own) {
                 *e = v.cos() * *e + v.sin() * b;
             }
-            for (u, e) in self.u.iter_mut().zip(&self.e) {
-                *u = if k == 0 {
+            let melody = self.sampler.free().len();
+            for (j, (u, e)) in self.u.iter_mut().zip(&self.e).enumerate() {
+                *u = if k == 0 || (j >= melody && m > 0.0) {
                     *e
                 } else {
                     m.cos() * *u + m.sin() * e
                 };
             }
             self.sampler.write(&self.u, &mut self.z);
-            *bar = self.finish(settings, before)?;
-            before = Register::of(bar);
+            self.draw_free_knobs(settings);
+            out[k] = self.finish(settings, before)?;
+            before = Register::of(&out[k]);
         }
         Ok(p)
+    }
+
+    /// The dimensions of free knobs from their prior marginals, with the standard normal
+    /// values of `self.u` that the free dimensions' sampler leaves unused (it takes one per
+    /// free dimension, `self.u` has one per latent dimension). [`phrase`](Self::phrase)
+    /// redraws those every bar unless Motion is 0, as consecutive bars of the data vary:
+    /// moved with Motion, a phrase became a sequence of one contour with a leap back at every
+    /// join (folk joins 3.8 st against 2.82 real; redrawn, 3.03).
+    fn draw_free_knobs(&mut self, settings: &Settings) {
+        let unused = self.sampler.free().len();
+        for j in (0..4).filter(|&j| settings.free[j]) {
+            let u = self.u[unused + j];
+            self.z[self.dims[j]] = self.regularized_mean[j] + self.regularized_sd[j] * u;
+        }
     }
 
     /// Bar `bar` (its phrase is decoded whole; use [`phrase`](Self::phrase) to keep the rest).
@@ -393,7 +444,8 @@ impl Composer {
     }
 
     /// A bar whose free dimensions are `source` (a captured bar's posterior mean; transform
-    /// mode), with the knobs, matching and key of `settings`.
+    /// mode), with the knobs, matching and key of `settings` (a free knob keeps the source's
+    /// value).
     pub fn transform(
         &mut self,
         settings: &Settings,
@@ -410,28 +462,49 @@ impl Composer {
         self.finish(settings, None)
     }
 
-    /// Sets the regularized dimensions of `self.z` from the knobs, decodes (matching when
-    /// asked) and moves the bar into the key.
+    /// The knob targets of `settings` with each free knob at what its drawn value in
+    /// `self.z` plays, made consistent ([`Settings::targets`]); the regularized dimensions of
+    /// `self.z` set from them (a free knob keeps its drawn value unless it had to give way).
+    fn aim(&mut self, settings: &Settings) -> [f32; 4] {
+        let drawn: [f32; 4] = std::array::from_fn(|i| self.maps[i].attribute(self.z[self.dims[i]]));
+        let mut knobs = settings.knobs;
+        for i in (0..4).filter(|&i| settings.free[i]) {
+            knobs[i] = KNOBS[i].from_attribute(drawn[i]);
+        }
+        let t = Settings { knobs, ..*settings }.targets();
+        for i in 0..4 {
+            if !settings.free[i] || (t[i] - drawn[i]).abs() > 1e-6 {
+                self.z[self.dims[i]] = self.maps[i].latent(t[i]);
+            }
+        }
+        t
+    }
+
+    /// Sets the regularized dimensions of `self.z` from the knobs ([`aim`](Self::aim)),
+    /// decodes (matching when asked) and moves the bar into the key.
     fn finish(
         &mut self,
         settings: &Settings,
         before: Option<Register>,
     ) -> Result<Measure, InferError> {
-        for ((dim, map), t) in self.dims.iter().zip(&self.maps).zip(settings.targets()) {
-            self.z[*dim] = map.latent(t);
-        }
-        let targets = self.steer_targets(settings);
+        let t = self.aim(settings);
+        let targets = self.steer_targets(t, settings.free);
         let passes = if settings.match_targets {
             MATCH_PASSES
         } else {
             0
         };
         let mut m = Measure::rest();
-        // With a key, matching also prefers bars that some transposition puts wholly in it.
-        let scale = settings.key.scale;
-        let penalty = move |m: &Measure| match scale {
-            Scale::Any => 0.0,
-            s => KEY_WEIGHT * outside_any_key(m, s) as f32,
+        // With a key, matching also prefers bars that some transposition puts wholly in it,
+        // and bars that start near where the bar before ended.
+        let (key, range) = (settings.key, self.pitch_range());
+        let penalty = move |m: &Measure| {
+            let off_key = match key.scale {
+                Scale::Any => 0.0,
+                s => KEY_WEIGHT * outside_any_key(m, s) as f32,
+            };
+            let leap = join_step(m, key, range, before).map_or(0.0, |j| j as f32 - JOIN_FREE);
+            off_key + (leap.max(0.0) / JOIN_UNIT).powi(2).min(JOIN_CAP)
         };
         steer_with(
             &mut self.model,
@@ -441,7 +514,6 @@ impl Composer {
             &mut m,
             &penalty,
         )?;
-        let range = self.pitch_range();
         let anchor = (range.0 as f32 + range.1 as f32) / 2.0;
         let shift = fit_shift(&m, settings.key, range, before, anchor);
         Ok(transposed(&m, shift))
@@ -482,6 +554,38 @@ mod tests {
         // Inside the bounds the knob is the target.
         s.knobs[0] = 30.0;
         assert_eq!(s.targets()[0], 0.3);
+    }
+
+    #[test]
+    fn note_counts_that_allow_a_rhythm() {
+        // Tick weights sorted: 0.2, 0.25, 0.5 x4, 0.67 x2, 1 x8, 2 x8 (27.79 in all).
+        // 10 of 27.79: five heaviest (2 x 5 = 10) make it, so from 4 notes; the 14 lightest
+        // sum to 9.79 and the 15 lightest to 10.79, so up to 15 notes.
+        assert_eq!(notes_allowing(10.0 / 27.79), (4.0, 15.0));
+        // The downbeat alone (0.2): one note, or two (their lightest pair has 0.45).
+        assert_eq!(notes_allowing(0.2 / 27.79), (1.0, 2.0));
+    }
+
+    #[test]
+    fn free_knobs_give_way_to_set_ones() {
+        let mut s = Settings {
+            knobs: [35.0, 5.0, 2.0, 0.0],
+            ..Settings::default()
+        };
+        // Set, two notes bound the rhythm: at most the three heaviest weights (6 of 27.79).
+        assert!((s.targets()[0] - 6.0 / 27.79).abs() < 1e-6);
+        // A free density moves to 4 notes, the fewest that allow 35 % (five heaviest: 10 of
+        // 27.79, 36 %); the rhythm stays.
+        s.free = [false, false, true, false];
+        let t = s.targets();
+        assert_eq!((t[0], t[2]), (0.35, 4.0 / 24.0));
+        // A free contour stays inside the range knob; a set one raises the range.
+        s.knobs = [8.0, 5.0, 4.0, -12.0];
+        s.free = [false, false, false, true];
+        let t = s.targets();
+        assert_eq!((t[1], t[3]), (5.0 / 26.0, -5.0 / 26.0));
+        s.free = [false; 4];
+        assert_eq!(s.targets()[1], 12.0 / 26.0);
     }
 
     #[test]
@@ -548,5 +652,29 @@ mod tests {
             "{inside} of {}",
             notes.len()
         );
+    }
+
+    #[test]
+    #[cfg(feature = "builtin-models")]
+    fn free_knobs_vary_as_in_the_data_and_replay() {
+        let ck = Checkpoint::from_bytes(crate::builtin::BUILTINS[0].bytes, "bach").unwrap();
+        let mut c = Composer::from_checkpoint(&ck).unwrap();
+        let s = Settings {
+            free: [true; 4],
+            phrase: 8,
+            seed: 2,
+            ..Settings::default()
+        };
+        let (mut a, mut b) = ([Measure::rest(); MAX_PHRASE], [Measure::rest(); MAX_PHRASE]);
+        c.phrase(&s, 3, &mut a).unwrap();
+        c.phrase(&s, 3, &mut b).unwrap();
+        assert_eq!(a, b);
+        // Bach's bars hold 1 to 6 notes (3.65 on average): free, the count varies like that.
+        let counts: Vec<usize> = a.iter().map(|m| m.onsets().count()).collect();
+        assert!(counts.iter().all(|n| (1..=8).contains(n)), "{counts:?}");
+        assert!(counts.iter().any(|&n| n != counts[0]), "{counts:?}");
+        // Motion 0 still repeats the bar.
+        c.phrase(&Settings { motion: 0.0, ..s }, 3, &mut a).unwrap();
+        assert!(a.iter().all(|m| *m == a[0]));
     }
 }
