@@ -25,6 +25,7 @@ pub mod checkpoint;
 pub mod compose;
 pub mod cuda;
 pub mod data;
+pub mod family;
 pub mod files;
 pub mod image_model;
 #[cfg(feature = "train")]

@@ -5,8 +5,9 @@
 
 use anyhow::{bail, Context, Result};
 use arvae_core::checkpoint::{Checkpoint, DatasetInfo};
-use arvae_core::data::images::{is_image_dataset, ImageDataset};
+use arvae_core::data::images::ImageDataset;
 use arvae_core::data::Split;
+use arvae_core::family::Family;
 use arvae_core::image_training::{content_preservation, ContentPreservation};
 use arvae_core::model::classifier::{train_classifier, ClassifierTrainConfig, ImageClassifier};
 use arvae_core::model::conv_vae::ConvVae;
@@ -50,7 +51,7 @@ fn load_images(path: &Path) -> Result<ImageDataset> {
     if !path.is_file() {
         bail!("{}: no such file", path.display());
     }
-    if !is_image_dataset(path) {
+    if Family::of_dataset(path) != Family::Images {
         bail!(
             "{} is not an image dataset (make one with `data build --collection morpho-mnist`)",
             path.display()

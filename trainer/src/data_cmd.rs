@@ -4,9 +4,9 @@ use crate::progress::BarProgress;
 use anyhow::{bail, Context, Result};
 use arvae_core::data::build::{build, BuildOptions, Collection};
 use arvae_core::data::corpus::{sha256_file, WHEEL_NAME, WHEEL_SHA256};
-use arvae_core::data::images::is_image_dataset;
 use arvae_core::data::stats::{stats, DatasetStats};
 use arvae_core::data::{Dataset, Split};
+use arvae_core::family::Family;
 use arvae_core::music::midi_export::{write_file, ExportOptions};
 use clap::{Args, Subcommand, ValueEnum};
 use std::path::{Path, PathBuf};
@@ -155,7 +155,7 @@ pub fn run(cmd: DataCommand) -> Result<()> {
         DataCommand::Fetch(a) if a.mnist => crate::image_cmd::fetch_mnist(&a.dir),
         DataCommand::Fetch(a) => fetch(&a.dir),
         DataCommand::Build(a) => build_cmd(a),
-        DataCommand::Stats(a) if is_image_dataset(&a.path) => {
+        DataCommand::Stats(a) if Family::of_dataset(&a.path) == Family::Images => {
             crate::image_cmd::print_image_stats(&a.path, a.json)
         }
         DataCommand::Stats(a) => {
@@ -342,7 +342,7 @@ pub fn print_stats(path: &Path, s: &DatasetStats) {
 
 fn export(a: ExportArgs) -> Result<()> {
     crate::cli_paths::refuse_inputs_as_outputs(&[("--out", Some(&a.out))], &[Some(&a.path)])?;
-    if is_image_dataset(&a.path) {
+    if Family::of_dataset(&a.path) == Family::Images {
         bail!(
             "{} is an image dataset; export-midi needs a music dataset (build one with \
              `data build --collection bach|folk|synthetic` or `--input FILES`)",

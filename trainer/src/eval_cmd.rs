@@ -5,6 +5,7 @@ use anyhow::{bail, Context, Result};
 use arvae_core::builtin::load_checkpoint;
 use arvae_core::checkpoint::Checkpoint;
 use arvae_core::data::{Dataset, Split};
+use arvae_core::family::Family;
 use arvae_core::metrics::{compute_metrics, Matrix, MetricsConfig, MetricsData};
 use arvae_core::model::{LossConfig, MeasureVae};
 use arvae_core::music::attributes::Attribute;
@@ -170,19 +171,29 @@ pub fn eval(a: EvalArgs) -> Result<()> {
         ],
         &[Some(&a.checkpoint), Some(&a.data), a.content.as_deref()],
     )?;
-    if arvae_core::data::images::is_image_dataset(&a.data) {
-        return crate::image_cmd::eval(
-            &a.checkpoint,
-            &a.data,
-            a.split,
-            a.max_measures,
-            a.seed,
-            a.json.as_deref(),
-            a.content
-                .as_deref()
-                .map(|p| (p, a.content_images, a.content_steps)),
-        );
+    let ck = load_checkpoint(&a.checkpoint)?;
+    match Family::of_pair(&ck, &a.checkpoint, &a.data).map_err(anyhow::Error::msg)? {
+        Family::Images => crate::image_cmd::eval(
+            &ck,
+            crate::image_cmd::EvalRequest {
+                checkpoint: &a.checkpoint,
+                data: &a.data,
+                split: a.split,
+                max: a.max_measures,
+                seed: a.seed,
+                json: a.json.as_deref(),
+                content: a
+                    .content
+                    .as_deref()
+                    .map(|p| (p, a.content_images, a.content_steps)),
+            },
+        ),
+        Family::Music => eval_music(&a, &ck),
     }
+}
+
+/// `eval` of a MeasureVAE on a music dataset.
+fn eval_music(a: &EvalArgs, ck: &Checkpoint) -> Result<()> {
     if let Some(p) = &a.content {
         bail!(
             "--content {} needs an image dataset and model; {} is a music dataset",
@@ -197,13 +208,12 @@ pub fn eval(a: EvalArgs) -> Result<()> {
             a.checkpoint.display()
         );
     }
-    let ck = load_checkpoint(&a.checkpoint)?;
     let ds = Dataset::load(&a.data)?;
-    check_compatible(&ck, &a.checkpoint, &ds, &a.data)?;
-    let model = MeasureVae::from_checkpoint(&ck, &Device::Cpu)
+    check_compatible(ck, &a.checkpoint, &ds, &a.data)?;
+    let model = MeasureVae::from_checkpoint(ck, &Device::Cpu)
         .with_context(|| format!("{}: cannot build the model", a.checkpoint.display()))?;
     let e = evaluate(
-        &ck,
+        ck,
         &model,
         &ds,
         a.split,

@@ -467,17 +467,30 @@ pub fn evaluate(
     })
 }
 
+/// What `eval` asks of an image checkpoint.
+pub struct EvalRequest<'a> {
+    /// The checkpoint's path or name (for messages).
+    pub checkpoint: &'a Path,
+    pub data: &'a Path,
+    pub split: Split,
+    pub max: usize,
+    pub seed: u64,
+    pub json: Option<&'a Path>,
+    /// Content preservation: the classifier, images and traversal steps.
+    pub content: Option<(&'a Path, usize, usize)>,
+}
+
 /// `eval` of an image checkpoint on an image dataset.
-pub fn eval(
-    checkpoint: &Path,
-    data: &Path,
-    split: Split,
-    max: usize,
-    seed: u64,
-    json: Option<&Path>,
-    content: Option<(&Path, usize, usize)>,
-) -> Result<()> {
-    let ck = arvae_core::builtin::load_checkpoint(checkpoint)?;
+pub fn eval(ck: &Checkpoint, r: EvalRequest) -> Result<()> {
+    let EvalRequest {
+        checkpoint,
+        data,
+        split,
+        max,
+        seed,
+        json,
+        content,
+    } = r;
     let ds = ImageDataset::load(data)?;
     if ck.meta.dataset.collection != ds.header.collection {
         bail!(
@@ -488,13 +501,13 @@ pub fn eval(
             ds.header.collection
         );
     }
-    let model = ConvVae::from_checkpoint(&ck, &Device::Cpu)
+    let model = ConvVae::from_checkpoint(ck, &Device::Cpu)
         .with_context(|| format!("{}: cannot build the model", checkpoint.display()))?;
-    let mut e = evaluate(&ck, &model, &ds, split, max, seed)?;
+    let mut e = evaluate(ck, &model, &ds, split, max, seed)?;
     crate::evaluation::print_evaluation(&e);
     if let Some((classifier, images, steps)) = content {
         e.content = Some(crate::classify_cmd::content(
-            &ck, &model, &ds, classifier, split, images, steps, 4.0,
+            ck, &model, &ds, classifier, split, images, steps, 4.0,
         )?);
     }
     if let Some(p) = json {

@@ -4,6 +4,7 @@ use anyhow::{bail, Context, Result};
 use arvae_core::checkpoint::Checkpoint;
 use arvae_core::cuda::Unavailable;
 use arvae_core::data::{Dataset, Split};
+use arvae_core::family::Family;
 use arvae_core::model::LossValues;
 use arvae_core::music::attributes::Attribute;
 use arvae_core::training::{
@@ -259,36 +260,46 @@ fn check_train_args(a: &TrainArgs, image: bool) -> Result<()> {
 }
 
 pub fn train(a: TrainArgs) -> Result<()> {
-    let image = arvae_core::data::images::is_image_dataset(&a.data);
-    check_train_args(&a, image)?;
-    if image {
-        if !a.attributes.is_empty() {
-            bail!("--attributes names musical attributes; image models regularize every attribute of the dataset");
-        }
-        if a.init.is_some() {
-            bail!(
-                "--init fine-tunes music models; {} is an image dataset",
-                a.data.display()
-            );
-        }
-        return crate::image_cmd::train(crate::image_cmd::TrainRequest {
-            data: a.data,
-            ar_vae: a.model == ModelArg::ArVae,
-            out: a.out,
-            epochs: a.epochs,
-            batch: a.batch,
-            lr: a.lr,
-            beta: a.beta,
-            gamma: a.gamma,
-            delta: a.delta,
-            seed: a.seed,
-            latent: a.latent,
-            max_images: a.max_measures,
-            device: device(a.device)?,
-            resume: a.resume,
-            eval_images: a.eval_measures,
-        });
+    let family = Family::of_dataset(&a.data);
+    check_train_args(&a, family == Family::Images)?;
+    match family {
+        Family::Images => train_images(a),
+        Family::Music => train_music(a),
     }
+}
+
+/// `train` on an image dataset: the convolutional VAE (`image_cmd`).
+fn train_images(a: TrainArgs) -> Result<()> {
+    if !a.attributes.is_empty() {
+        bail!("--attributes names musical attributes; image models regularize every attribute of the dataset");
+    }
+    if a.init.is_some() {
+        bail!(
+            "--init fine-tunes music models; {} is an image dataset",
+            a.data.display()
+        );
+    }
+    crate::image_cmd::train(crate::image_cmd::TrainRequest {
+        data: a.data,
+        ar_vae: a.model == ModelArg::ArVae,
+        out: a.out,
+        epochs: a.epochs,
+        batch: a.batch,
+        lr: a.lr,
+        beta: a.beta,
+        gamma: a.gamma,
+        delta: a.delta,
+        seed: a.seed,
+        latent: a.latent,
+        max_images: a.max_measures,
+        device: device(a.device)?,
+        resume: a.resume,
+        eval_images: a.eval_measures,
+    })
+}
+
+/// `train` on a music dataset: MeasureVAE.
+fn train_music(a: TrainArgs) -> Result<()> {
     let ds = Dataset::load(&a.data)?;
     let kind = if a.model == ModelArg::ArVae {
         ModelKind::ArVae

@@ -5,6 +5,8 @@ use super::latent::{self, AttributeAxis, MusicDecoder};
 use super::{attribute_label, attribute_title, bold, linspace, piano_roll, save, text};
 use super::{Figure, PlotResult, TraverseArgs, PALETTE};
 use anyhow::{bail, Result};
+use arvae_core::checkpoint::Checkpoint;
+use arvae_core::family::Family;
 use arvae_core::music::attributes::Attribute;
 use arvae_core::music::midi_export::{write_file, ExportOptions};
 use arvae_core::music::Measure;
@@ -430,34 +432,36 @@ pub fn run(a: &TraverseArgs, quiet: bool) -> Result<TraverseIndex> {
 
 /// The `traverse` command.
 pub fn traverse(a: TraverseArgs) -> Result<()> {
-    if arvae_core::data::images::is_image_dataset(&a.data) {
-        check_args(&a)?;
-        let ck = arvae_core::builtin::load_checkpoint(&a.checkpoint)?;
-        if ck.meta.model_kind != arvae_core::image_model::CONV_VAE_KIND {
-            bail!(
-                "{} is an image dataset, but {} is a {} checkpoint (train one on the images)",
-                a.data.display(),
-                a.checkpoint.display(),
-                ck.meta.model_kind
-            );
-        }
-        let index = super::image_traverse::run(&a, ck)?;
-        println!(
-            "wrote {} grids ({} images x {} columns) and traverse.json to {}",
-            index.axes.len(),
-            index.images.len(),
-            index.z.len() + 2,
-            a.out.display()
-        );
-        for axis in &index.axes {
-            println!(
-                "  {:<12} z{:<2} ({})  {}",
-                axis.attribute, axis.dim, axis.how, axis.figure
-            );
-        }
-        return Ok(());
+    check_args(&a)?;
+    let ck = arvae_core::builtin::load_checkpoint(&a.checkpoint)?;
+    match Family::of_pair(&ck, &a.checkpoint, &a.data).map_err(anyhow::Error::msg)? {
+        Family::Images => traverse_images(&a, ck),
+        Family::Music => traverse_music(&a),
     }
-    let index = run(&a, false)?;
+}
+
+/// `traverse` of a convolutional VAE: image grids.
+fn traverse_images(a: &TraverseArgs, ck: Checkpoint) -> Result<()> {
+    let index = super::image_traverse::run(a, ck)?;
+    println!(
+        "wrote {} grids ({} images x {} columns) and traverse.json to {}",
+        index.axes.len(),
+        index.images.len(),
+        index.z.len() + 2,
+        a.out.display()
+    );
+    for axis in &index.axes {
+        println!(
+            "  {:<12} z{:<2} ({})  {}",
+            axis.attribute, axis.dim, axis.how, axis.figure
+        );
+    }
+    Ok(())
+}
+
+/// `traverse` of a MeasureVAE: piano rolls and MIDI.
+fn traverse_music(a: &TraverseArgs) -> Result<()> {
+    let index = run(a, false)?;
     println!(
         "wrote {} figures (PNG + SVG), {} MIDI files, {} and traverse.json to {}",
         index.measures.len() + 1,

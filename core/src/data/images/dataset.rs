@@ -93,19 +93,6 @@ fn err(path: &Path, message: impl Into<String>) -> ImageDatasetError {
     }
 }
 
-/// True if `path` starts like an image dataset file (so the trainer can pick the image model).
-pub fn is_image_dataset(path: &Path) -> bool {
-    use std::io::Read;
-    let mut head = [0u8; 7];
-    if !path.is_file() {
-        return false; // a FIFO would block the open
-    }
-    std::fs::File::open(path)
-        .and_then(|mut f| f.read_exact(&mut head))
-        .map(|_| head == IMAGE_MAGIC[..7])
-        .unwrap_or(false)
-}
-
 /// Packs 0/1 bytes into bits, LSB first.
 pub fn pack_bits(bits: &[u8]) -> Vec<u8> {
     let mut out = vec![0u8; bits.len().div_ceil(8)];
@@ -391,7 +378,10 @@ pub(crate) mod tests {
             let p = dir.path().join("x.arvae");
             let ds = tiny(f);
             ds.save(&p).unwrap();
-            assert!(is_image_dataset(&p));
+            assert_eq!(
+                crate::family::Family::of_dataset(&p),
+                crate::family::Family::Images
+            );
             let back = ImageDataset::load(&p).unwrap();
             assert_eq!(back, ds);
             let img = back.image(1);
@@ -448,6 +438,5 @@ pub(crate) mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("music dataset"), "{e}");
-        assert!(!is_image_dataset(&dir.path().join("missing")));
     }
 }

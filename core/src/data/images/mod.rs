@@ -7,5 +7,5 @@ pub mod md5;
 pub mod mnist;
 pub mod morpho;
 
-pub use dataset::{is_image_dataset, ImageDataset, PixelFormat};
+pub use dataset::{ImageDataset, PixelFormat};
 pub mod dsprites;
