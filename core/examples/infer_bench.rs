@@ -17,11 +17,12 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use arvae_core::checkpoint::{Checkpoint, MeasureVaeConfig};
+use arvae_core::checkpoint::Checkpoint;
 use arvae_core::infer::steer::{steer, SteerTarget, MATCH_UNITS};
 use arvae_core::infer::{InferModel, Kernel, Weights};
 use arvae_core::music::token::HOLD;
 use arvae_core::music::{Attribute, Measure};
+use arvae_core::music_model::MeasureVaeConfig;
 
 const ROUND: usize = 50;
 const WARM: usize = 5;

@@ -6,9 +6,10 @@
 use std::io::Read;
 use std::path::Path;
 
-use crate::checkpoint::{Checkpoint, MEASURE_VAE_KIND};
+use crate::checkpoint::Checkpoint;
 use crate::data::images::dataset::IMAGE_MAGIC;
 use crate::image_model::CONV_VAE_KIND;
+use crate::music_model::MEASURE_VAE_KIND;
 
 /// A model family: its dataset format and its checkpoints' model kind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,7 +86,7 @@ impl Family {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checkpoint::MeasureVaeConfig;
+    use crate::music_model::MeasureVaeConfig;
 
     #[test]
     fn datasets_and_checkpoints_name_their_family() {

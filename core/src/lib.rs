@@ -38,6 +38,7 @@ pub mod metrics;
 #[cfg(feature = "train")]
 pub mod model;
 pub mod music;
+pub mod music_model;
 #[cfg(feature = "native")]
 pub mod native;
 pub mod prior;

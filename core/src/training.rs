@@ -10,9 +10,10 @@ use crate::files::{remove_stale_temps, RunLock};
 use crate::model::{
     eval_step, teacher_forcing_coin, train_step, Adam, AdamConfig, Batch, LossConfig, LossValues,
 };
-use crate::model::{MeasureVae, MeasureVaeConfig, RegularizedDim};
+use crate::model::{MeasureVae, RegularizedDim};
 use crate::music::attributes::Attribute;
 use crate::music::Measure;
+use crate::music_model::MeasureVaeConfig;
 use crate::native::{dataset_batch, NativeEngine, NativeLoss};
 use crate::prior::CodePrior;
 use candle_core::{Device, Tensor};

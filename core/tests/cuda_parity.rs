@@ -12,8 +12,9 @@
 //! sums in other orders (parallel reductions, cuBLAS) in f32. TF32 matmuls are switched off.
 #![cfg(feature = "cuda")]
 
-use arvae_core::checkpoint::{MeasureVaeConfig, NamedTensors};
+use arvae_core::checkpoint::NamedTensors;
 use arvae_core::model::{LossConfig, LossTerms, LossValues, MeasureVae};
+use arvae_core::music_model::MeasureVaeConfig;
 use arvae_core::native::{NativeEngine, NativeLoss, StepNoise};
 use candle_core::{Device, Tensor};
 use rand::{Rng, SeedableRng};

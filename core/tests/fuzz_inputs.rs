@@ -6,16 +6,17 @@
 //! and no single allocation larger than [`MAX_ALLOCATION`] (inputs are a few KB, so a loader
 //! that believes a size field before checking it shows up here).
 
-use arvae_core::checkpoint::{measure_vae_shapes, Checkpoint, CheckpointMeta, DatasetInfo};
+use arvae_core::checkpoint::{Checkpoint, CheckpointMeta, DatasetInfo};
 use arvae_core::data::build::{build, BuildOptions, Silent};
 use arvae_core::data::images::{dsprites, idx, ImageDataset};
 use arvae_core::data::{npz, Dataset};
 use arvae_core::infer::InferModel;
-use arvae_core::model::MeasureVaeConfig;
 use arvae_core::music::midi_export::{to_smf_bytes, ExportOptions};
 use arvae_core::music::midi_import::{read_bytes, MidiImportOptions};
 use arvae_core::music::token::{Measure, HOLD, REST};
 use arvae_core::music::{abc, musicxml, tokenize};
+use arvae_core::music_model::measure_vae_shapes;
+use arvae_core::music_model::MeasureVaeConfig;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::alloc::{GlobalAlloc, Layout, System};

@@ -4,10 +4,11 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
-use arvae_core::checkpoint::{Checkpoint, MeasureVaeConfig};
+use arvae_core::checkpoint::Checkpoint;
 use arvae_core::infer::steer::{steer, SteerTarget};
 use arvae_core::infer::{InferModel, Kernel, Weights};
 use arvae_core::music::{Attribute, Measure};
+use arvae_core::music_model::MeasureVaeConfig;
 
 struct Counting;
 

@@ -3,11 +3,12 @@
 //! within 1e-4; with f16 weights ([`Weights::F16`]) nearly all tokens and a looser posterior.
 #![cfg(feature = "train")]
 
-use arvae_core::checkpoint::{CheckpointMeta, DatasetInfo, MeasureVaeConfig};
+use arvae_core::checkpoint::{CheckpointMeta, DatasetInfo};
 use arvae_core::infer::{InferModel, Kernel, Weights};
 use arvae_core::model::MeasureVae;
 use arvae_core::music::token::{HOLD, REST};
 use arvae_core::music::Measure;
+use arvae_core::music_model::MeasureVaeConfig;
 use candle_core::{Device, Tensor};
 use rand::{Rng, SeedableRng};
 

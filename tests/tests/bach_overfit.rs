@@ -4,10 +4,9 @@
 use arvae_core::data::build::{build, BuildOptions, Collection, Silent};
 use arvae_core::data::corpus::wheel_for_tests;
 use arvae_core::data::Split;
-use arvae_core::model::{
-    eval_step, train_step, Adam, AdamConfig, Batch, LossConfig, MeasureVae, MeasureVaeConfig,
-};
+use arvae_core::model::{eval_step, train_step, Adam, AdamConfig, Batch, LossConfig, MeasureVae};
 use arvae_core::music::Measure;
+use arvae_core::music_model::MeasureVaeConfig;
 use candle_core::Device;
 use rand::SeedableRng;
 use std::collections::HashSet;

@@ -3,7 +3,7 @@
 //! `scripts/bench_torch.py`.
 
 use anyhow::{Context, Result};
-use arvae_core::checkpoint::{Checkpoint, MeasureVaeConfig};
+use arvae_core::checkpoint::Checkpoint;
 use arvae_core::data::build::{build, BuildOptions, Silent};
 use arvae_core::data::npz::{write_npz, NpyArray, NpyData};
 use arvae_core::data::{Dataset, Split};
@@ -12,6 +12,7 @@ use arvae_core::model::{
     teacher_forcing_coin, train_step, Adam, AdamConfig, Batch, LossConfig, MeasureVae,
 };
 use arvae_core::music::Measure;
+use arvae_core::music_model::MeasureVaeConfig;
 use arvae_core::native::{dataset_batch, NativeEngine, NativeLoss};
 use candle_core::{Device, Tensor};
 use clap::Args;

@@ -30,10 +30,11 @@ pub use kernels::{Kernel, Weights};
 
 use kernels::{argmax_pitches, padded_bias, Isa, Packed, Portable};
 
-use crate::checkpoint::{measure_vae_shapes, Checkpoint, MeasureVaeConfig};
+use crate::checkpoint::Checkpoint;
 use crate::music::token::{
     Measure, BEATS_PER_MEASURE, HOLD, TICKS_PER_BEAT, TICKS_PER_MEASURE, VOCAB_SIZE,
 };
+use crate::music_model::{measure_vae_shapes, MeasureVaeConfig};
 
 /// Why an [`InferModel`] could not be built or a call was refused.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]

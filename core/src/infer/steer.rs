@@ -190,8 +190,8 @@ pub fn steer_with(
 mod tests {
     use super::*;
     use crate::checkpoint::Checkpoint;
-    use crate::checkpoint::MeasureVaeConfig;
     use crate::music::token::{HOLD, REST};
+    use crate::music_model::MeasureVaeConfig;
 
     fn targets(values: [f32; 4]) -> [SteerTarget; 4] {
         std::array::from_fn(|i| SteerTarget {

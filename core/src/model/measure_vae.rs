@@ -2,16 +2,17 @@
 //! decoder over one 24-token measure, built exactly as the reference.
 //!
 //! Parameter names and shapes are the checkpoint contract in
-//! [`crate::checkpoint::measure_vae_shapes`].
+//! [`crate::music_model::measure_vae_shapes`].
 
 use candle_core::{DType, Device, Result, Tensor, Var, D};
 use candle_nn::{VarBuilder, VarMap};
 use rand::{Rng, RngCore, SeedableRng};
 
 use super::gru::{reborrow, GateInputs, Gru};
-pub use crate::checkpoint::MeasureVaeConfig;
-use crate::checkpoint::{measure_vae_shapes, Checkpoint, CheckpointMeta, NamedTensors};
+use crate::checkpoint::{Checkpoint, CheckpointMeta, NamedTensors};
 use crate::music::token::{BEATS_PER_MEASURE, TICKS_PER_BEAT, TICKS_PER_MEASURE};
+use crate::music_model::measure_vae_shapes;
+use crate::music_model::MeasureVaeConfig;
 use crate::random::standard_normal;
 
 /// SELU as PyTorch: λ · elu(x, α).
@@ -369,7 +370,7 @@ impl MeasureVae {
 
     /// A checkpoint of the current parameters with `meta` (its config is replaced by ours).
     pub fn to_checkpoint(&self, mut meta: CheckpointMeta) -> Result<Checkpoint> {
-        meta.model_kind = crate::checkpoint::MEASURE_VAE_KIND.to_string();
+        meta.model_kind = crate::music_model::MEASURE_VAE_KIND.to_string();
         meta.config = serde_json::to_value(&self.cfg).map_err(candle_core::Error::wrap)?;
         Ok(Checkpoint {
             meta,

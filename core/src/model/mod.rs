@@ -3,7 +3,7 @@
 //!
 //! Randomness is explicit: every function that samples (z, dropout masks, the teacher-forcing
 //! coin) takes a `&mut dyn RngCore`, so a seeded RNG makes runs repeat on the same device.
-//! Parameter names and shapes are fixed by [`crate::checkpoint::measure_vae_shapes`].
+//! Parameter names and shapes are fixed by [`crate::music_model::measure_vae_shapes`].
 
 pub mod adam;
 pub mod classifier;
@@ -19,5 +19,5 @@ pub use gru::Gru;
 pub use loss::{
     ar_loss, kl_divergence, reconstruction_loss, LossConfig, LossTerms, LossValues, RegularizedDim,
 };
-pub use measure_vae::{MeasureVae, MeasureVaeConfig, VaeOutput};
+pub use measure_vae::{MeasureVae, VaeOutput};
 pub use train::{eval_step, teacher_forcing_coin, train_step, Batch};

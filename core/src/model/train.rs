@@ -86,8 +86,9 @@ pub fn eval_step(
 mod tests {
     use super::*;
     use crate::checkpoint::{Checkpoint, CheckpointMeta, DatasetInfo, TrainState};
-    use crate::model::{AdamConfig, MeasureVaeConfig};
+    use crate::model::AdamConfig;
     use crate::music::token::{HOLD, REST};
+    use crate::music_model::MeasureVaeConfig;
     use rand::SeedableRng;
     use std::time::Instant;
 

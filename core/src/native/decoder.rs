@@ -17,8 +17,8 @@ use super::gru::{GruScratch, Prev, Seq};
 use super::kernels::{argmax, selu, selu_backward_in_place};
 use super::layers::{join_layers, linear_backward, split_layers, Model, Part, Scratch, NB, T, TPB};
 use super::stack::Stack;
-use crate::checkpoint::MeasureVaeConfig;
 use crate::linalg::{colsum_add, fill_rows, gemm, linear, Mat};
+use crate::music_model::MeasureVaeConfig;
 
 /// Marks the start of a previous token: the learned start input.
 const START: u32 = u32::MAX;

@@ -7,8 +7,8 @@
 use super::gru::{GruScratch, Seq};
 use super::kernels::{selu, selu_backward};
 use super::layers::{apply_mask, linear_backward, Model, Part, Scratch, T};
-use crate::checkpoint::MeasureVaeConfig;
 use crate::linalg::{colsum_add, gemm, linear, Mat};
+use crate::music_model::MeasureVaeConfig;
 
 /// The encoder's activations and gradient buffers for up to `cap` rows.
 pub(super) struct Encoder {

@@ -26,7 +26,8 @@ use super::loss::{batch_loss, latent_gradients, BatchLatent, NativeLoss, StepVal
 use super::noise::StepNoise;
 use super::params::ParamLayout;
 use super::work::Work;
-use crate::checkpoint::{MeasureVaeConfig, NamedTensors};
+use crate::checkpoint::NamedTensors;
+use crate::music_model::MeasureVaeConfig;
 
 /// The native training engine: parameters, gradients, Adam state and work buffers.
 pub struct NativeEngine {

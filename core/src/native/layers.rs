@@ -6,9 +6,9 @@
 use super::gru::GruScratch;
 use super::noise::StepNoise;
 use super::params::{GruP, LinP, ParamLayout};
-use crate::checkpoint::MeasureVaeConfig;
 use crate::linalg::{colsum_add, gemm, Mat};
 use crate::music::token::{BEATS_PER_MEASURE, TICKS_PER_BEAT, TICKS_PER_MEASURE};
+use crate::music_model::MeasureVaeConfig;
 
 /// Ticks of a measure: steps of the encoder and of the tick RNN.
 pub(super) const T: usize = TICKS_PER_MEASURE;

@@ -3,8 +3,8 @@
 
 use rand::{Rng, RngCore};
 
-use crate::checkpoint::MeasureVaeConfig;
 use crate::music::token::{BEATS_PER_MEASURE, TICKS_PER_MEASURE};
+use crate::music_model::MeasureVaeConfig;
 use crate::random::standard_normal;
 
 /// Dropout masks (0 or 1/(1-p)) and reparameterization noise for one batch.

@@ -1,7 +1,8 @@
 //! All MeasureVAE parameters in one flat f32 vector, in checkpoint order
 //! ([`measure_vae_shapes`]), with the offsets of every tensor the engine reads.
 
-use crate::checkpoint::{measure_vae_shapes, MeasureVaeConfig, NamedTensors};
+use crate::checkpoint::NamedTensors;
+use crate::music_model::{measure_vae_shapes, MeasureVaeConfig};
 
 /// Offsets of one GRU cell's tensors (PyTorch layout: W_ih (3H, input), W_hh (3H, H)).
 #[derive(Clone, Copy, Debug)]

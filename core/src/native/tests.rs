@@ -2,9 +2,10 @@
 //! same batch, same randomness; loss parts, every parameter gradient and one Adam step agree.
 
 use super::*;
-use crate::checkpoint::{MeasureVaeConfig, NamedTensors};
+use crate::checkpoint::NamedTensors;
 use crate::data::{Dataset, Split};
 use crate::model::{Adam, AdamConfig, LossConfig, LossTerms, MeasureVae};
+use crate::music_model::MeasureVaeConfig;
 use candle_core::{Device, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

@@ -6,7 +6,7 @@ use super::decoder::Decoder;
 use super::encoder::Encoder;
 use super::layers::{Model, Part, Scratch};
 use super::loss::{cross_entropy, Logits};
-use crate::checkpoint::MeasureVaeConfig;
+use crate::music_model::MeasureVaeConfig;
 
 /// The latent code of one part: mean, log-std, the sample z = mu + exp(ls) · eps, and the
 /// gradients (rows, latent) each.
