@@ -479,129 +479,21 @@ pub fn train(
     device: &Device,
     obs: &dyn TrainObserver,
 ) -> Result<TrainOutcome, TrainError> {
-    if cfg.batch == 0 || cfg.epochs == 0 {
-        return Err(TrainError::Config(
-            "batch and epochs must be at least 1".into(),
-        ));
-    }
-    if cfg.model == ModelKind::ArVae && cfg.attributes.is_empty() {
-        return Err(TrainError::Config(
-            "an AR-VAE needs at least one regularized attribute".into(),
-        ));
-    }
-    if cfg.latent < 4 {
-        return Err(TrainError::Config(
-            "the latent size must be at least 4 (one dimension per attribute)".into(),
-        ));
-    }
+    check_config(cfg)?;
     let paths = RunPaths::new(out);
     let lock = hold_run_folder(out)?;
-    let mut train_idx = ds.indices(Split::Train);
-    let mut val_idx = ds.indices(Split::Val);
-    if train_idx.is_empty() {
-        return Err(TrainError::Config(format!(
-            "dataset {} has no training measures",
-            ds.header.collection
-        )));
-    }
-    if val_idx.is_empty() {
-        // Tiny datasets: validate on the test split, else on training data.
-        val_idx = ds.indices(Split::Test);
-        if val_idx.is_empty() {
-            val_idx = train_idx.clone();
-        }
-    }
-    if let Some(m) = cfg.max_val_measures {
-        val_idx.shuffle(&mut ChaCha8Rng::seed_from_u64(17));
-        val_idx.truncate(m);
-        val_idx.sort_unstable();
-    }
+    let (mut train_idx, val_idx) = split_indices(ds, cfg)?;
     let loss = cfg.loss();
-    let dataset_info = DatasetInfo {
-        id: ds.header.source.clone(),
-        collection: ds.header.collection.clone(),
-        hash: ds.header.content_hash.clone(),
+    let meta = run_meta(ds, cfg);
+    let RunState {
+        model,
+        mut adam,
+        mut history,
+        mut best,
+    } = match start {
+        Start::Resume if paths.model.is_file() => resumed(ds, cfg, &paths, device)?,
+        _ => fresh(cfg, &paths, start, device)?,
     };
-
-    let mut meta = CheckpointMeta::measure_vae(&cfg.model_config(), dataset_info.clone());
-    meta.attributes = cfg
-        .attributes
-        .iter()
-        .filter(|_| cfg.model == ModelKind::ArVae)
-        .map(|a| AttributeDim {
-            name: a.name().into(),
-            latent_dim: a.index(),
-        })
-        .collect();
-
-    let resume = matches!(start, Start::Resume);
-    let (model, mut adam, mut history, mut best) = if resume && paths.model.is_file() {
-        let ck = Checkpoint::load(&paths.model)?;
-        let prev: TrainingMeta = serde_json::from_value(ck.meta.training.clone()).map_err(|e| {
-            TrainError::Config(format!(
-                "{}: no usable training record: {e}",
-                paths.model.display()
-            ))
-        })?;
-        let same = TrainConfig {
-            epochs: cfg.epochs,
-            engine: cfg.engine,
-            ..prev.config.clone()
-        } == *cfg;
-        if !same {
-            return Err(TrainError::Config(format!(
-                "{}: was trained with other settings ({}); resume with the same flags or use another --out",
-                paths.model.display(),
-                serde_json::to_string(&prev.config).unwrap_or_default()
-            )));
-        }
-        if ck.meta.dataset.hash != ds.header.content_hash {
-            return Err(TrainError::Config(format!(
-                "{}: was trained on other data ({}), not this dataset",
-                paths.model.display(),
-                ck.meta.dataset.id
-            )));
-        }
-        let state = ck.meta.train_state.clone().ok_or_else(|| {
-            TrainError::Config(format!(
-                "{}: has no optimizer state to resume from",
-                paths.model.display()
-            ))
-        })?;
-        let model = MeasureVae::from_checkpoint(&ck, device)?;
-        let mut adam = Adam::new(
-            model.named_vars(),
-            AdamConfig {
-                lr: cfg.lr,
-                ..AdamConfig::default()
-            },
-        )?;
-        adam.load_state(state.optimizer_step, &ck.tensors)?;
-        // The log says what the checkpoint holds (a kill may have left it a row short).
-        rewrite_log(&paths.log, cfg, &prev.history)?;
-        (model, adam, prev.history, prev.best_val_loss)
-    } else {
-        if paths.model.exists() && !resume {
-            return Err(TrainError::Config(format!(
-                "{} already exists: pass --resume to continue it, or choose another --out",
-                paths.model.display()
-            )));
-        }
-        let model = match start {
-            Start::From(init) => initial_weights(init, cfg, device)?,
-            _ => MeasureVae::new(&cfg.model_config(), cfg.seed, device)?,
-        };
-        let adam = Adam::new(
-            model.named_vars(),
-            AdamConfig {
-                lr: cfg.lr,
-                ..AdamConfig::default()
-            },
-        )?;
-        rewrite_log(&paths.log, cfg, &[])?;
-        (model, adam, Vec::new(), None)
-    };
-
     let mut native = match cfg.engine {
         Engine::Native if !device.is_cpu() => {
             return Err(TrainError::Config(
@@ -612,13 +504,11 @@ pub fn train(
         Engine::Candle => None,
     };
     let native_loss = NativeLoss::from(&loss);
-
     let mut calib_idx = train_idx.clone();
     calib_idx.shuffle(&mut ChaCha8Rng::seed_from_u64(cfg.seed ^ 0xca11b));
     calib_idx.truncate(4096);
 
-    let start_epoch = history.len();
-    for epoch in start_epoch..cfg.epochs {
+    for epoch in history.len()..cfg.epochs {
         let t0 = Instant::now();
         let mut rng =
             ChaCha8Rng::seed_from_u64(cfg.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64));
@@ -629,36 +519,26 @@ pub fn train(
             .map_or(train_idx.len(), |m| m.min(train_idx.len()));
         let batches = batches_of(&train_idx[..used], cfg.batch);
         obs.epoch_start(epoch + 1, batches.len());
-        let mut mean = Mean::default();
-        let mut seen = 0usize;
-        for idx in &batches {
-            let tf = teacher_forcing_coin(&mut rng);
-            let v = if let Some(engine) = native.as_mut() {
-                let (tokens, attrs) = dataset_batch(ds, idx);
-                engine
-                    .train_step(&tokens, &attrs, &native_loss, tf, &mut rng)
-                    .into()
-            } else {
-                let b = batch(ds, idx, device)?;
-                train_step(&model, &mut adam, &b, &loss, tf, &mut rng)?
-            };
-            if !v.total.is_finite() {
-                return Err(TrainError::Config(format!(
-                    "the loss became {} in epoch {}: lower --lr or check the data",
-                    v.total,
-                    epoch + 1
-                )));
-            }
-            mean.add(&v);
-            seen += idx.len();
-            obs.batch_done(&mean.mean(), seen as f64 / t0.elapsed().as_secs_f64());
-        }
+        let mut step = |idx: &[usize], rng: &mut ChaCha8Rng| -> Result<LossValues, TrainError> {
+            let tf = teacher_forcing_coin(rng);
+            Ok(match native.as_mut() {
+                Some(engine) => {
+                    let (tokens, attrs) = dataset_batch(ds, idx);
+                    engine
+                        .train_step(&tokens, &attrs, &native_loss, tf, rng)
+                        .into()
+                }
+                None => train_step(&model, &mut adam, &batch(ds, idx, device)?, &loss, tf, rng)?,
+            })
+        };
+        let (train, seen) = run_epoch(&batches, epoch, t0, &mut rng, &mut step, obs)?;
         let train_secs = t0.elapsed().as_secs_f64();
-        let val = if let Some(engine) = native.as_mut() {
-            engine.store_into(&model, &mut adam)?;
-            evaluate_native(engine, ds, &val_idx, &native_loss, cfg.batch.max(256), 1234)
-        } else {
-            evaluate(&model, ds, &val_idx, &loss, cfg.batch.max(256), 1234)?
+        let val = match native.as_mut() {
+            Some(engine) => {
+                engine.store_into(&model, &mut adam)?;
+                evaluate_native(engine, ds, &val_idx, &native_loss, cfg.batch.max(256), 1234)
+            }
+            None => evaluate(&model, ds, &val_idx, &loss, cfg.batch.max(256), 1234)?,
         };
         let is_best = best.is_none_or(|b| val.total < b);
         if is_best {
@@ -666,14 +546,13 @@ pub fn train(
         }
         let summary = EpochSummary {
             epoch: epoch + 1,
-            train: mean.mean(),
+            train,
             val,
             measures_per_s: seen as f64 / train_secs,
             seconds: t0.elapsed().as_secs_f64(),
             best: is_best,
         };
         history.push(summary.clone());
-
         let mut m = meta.clone();
         (m.calibration, m.prior) = calibrate(
             &model,
@@ -689,27 +568,7 @@ pub fn train(
             best_val_loss: best,
         })
         .expect("training meta serializes");
-        m.train_state = Some(TrainState {
-            epoch: (epoch + 1) as u32,
-            step: adam.step_count(),
-            optimizer_step: adam.step_count(),
-            extra: serde_json::Value::Null,
-        });
-        // Model and log first, then best: a failure in between never leaves best ahead.
-        let ck = model.to_checkpoint(m)?;
-        let mut resumable = ck.clone();
-        resumable.tensors.extend(adam.state_tensors()?);
-        resumable.save_atomic(&paths.model)?;
-        let mut log = std::fs::OpenOptions::new()
-            .append(true)
-            .open(&paths.log)
-            .map_err(|e| io_err(&paths.log, e))?;
-        writeln!(log, "{}", csv_row(&summary)).map_err(|e| io_err(&paths.log, e))?;
-        if is_best {
-            let mut best_ck = ck;
-            best_ck.meta.train_state = None;
-            best_ck.save_atomic(&paths.best)?;
-        }
+        save_epoch(&model, &adam, m, &paths, &summary)?;
         obs.epoch_end(&summary);
     }
     Ok(TrainOutcome {
@@ -718,6 +577,228 @@ pub fn train(
         paths,
         lock,
     })
+}
+
+/// Settings no run can start with.
+fn check_config(cfg: &TrainConfig) -> Result<(), TrainError> {
+    if cfg.batch == 0 || cfg.epochs == 0 {
+        return Err(TrainError::Config(
+            "batch and epochs must be at least 1".into(),
+        ));
+    }
+    if cfg.model == ModelKind::ArVae && cfg.attributes.is_empty() {
+        return Err(TrainError::Config(
+            "an AR-VAE needs at least one regularized attribute".into(),
+        ));
+    }
+    if cfg.latent < 4 {
+        return Err(TrainError::Config(
+            "the latent size must be at least 4 (one dimension per attribute)".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The training and validation measures. Tiny datasets without a validation split validate
+/// on the test split, else on the training data.
+fn split_indices(ds: &Dataset, cfg: &TrainConfig) -> Result<(Vec<usize>, Vec<usize>), TrainError> {
+    let train_idx = ds.indices(Split::Train);
+    let mut val_idx = ds.indices(Split::Val);
+    if train_idx.is_empty() {
+        return Err(TrainError::Config(format!(
+            "dataset {} has no training measures",
+            ds.header.collection
+        )));
+    }
+    if val_idx.is_empty() {
+        val_idx = ds.indices(Split::Test);
+        if val_idx.is_empty() {
+            val_idx = train_idx.clone();
+        }
+    }
+    if let Some(m) = cfg.max_val_measures {
+        val_idx.shuffle(&mut ChaCha8Rng::seed_from_u64(17));
+        val_idx.truncate(m);
+        val_idx.sort_unstable();
+    }
+    Ok((train_idx, val_idx))
+}
+
+/// The metadata every checkpoint of the run starts from: model config, data, regularized
+/// dimensions.
+fn run_meta(ds: &Dataset, cfg: &TrainConfig) -> CheckpointMeta {
+    let dataset_info = DatasetInfo {
+        id: ds.header.source.clone(),
+        collection: ds.header.collection.clone(),
+        hash: ds.header.content_hash.clone(),
+    };
+    let mut meta = CheckpointMeta::measure_vae(&cfg.model_config(), dataset_info);
+    meta.attributes = cfg
+        .attributes
+        .iter()
+        .filter(|_| cfg.model == ModelKind::ArVae)
+        .map(|a| AttributeDim {
+            name: a.name().into(),
+            latent_dim: a.index(),
+        })
+        .collect();
+    meta
+}
+
+/// What a run carries from epoch to epoch.
+struct RunState {
+    model: MeasureVae,
+    adam: Adam,
+    history: Vec<EpochSummary>,
+    best: Option<f32>,
+}
+
+/// Adam with the run's learning rate over `model`'s variables.
+fn adam_for(model: &MeasureVae, cfg: &TrainConfig) -> Result<Adam, TrainError> {
+    Ok(Adam::new(
+        model.named_vars(),
+        AdamConfig {
+            lr: cfg.lr,
+            ..AdamConfig::default()
+        },
+    )?)
+}
+
+/// The state of the run in `paths`, which must have been trained with the same settings on
+/// the same data.
+fn resumed(
+    ds: &Dataset,
+    cfg: &TrainConfig,
+    paths: &RunPaths,
+    device: &Device,
+) -> Result<RunState, TrainError> {
+    let ck = Checkpoint::load(&paths.model)?;
+    let what = |e: String| TrainError::Config(format!("{}: {e}", paths.model.display()));
+    let prev: TrainingMeta = serde_json::from_value(ck.meta.training.clone())
+        .map_err(|e| what(format!("no usable training record: {e}")))?;
+    let same = TrainConfig {
+        epochs: cfg.epochs,
+        engine: cfg.engine,
+        ..prev.config.clone()
+    } == *cfg;
+    if !same {
+        return Err(what(format!(
+            "was trained with other settings ({}); resume with the same flags or use another --out",
+            serde_json::to_string(&prev.config).unwrap_or_default()
+        )));
+    }
+    if ck.meta.dataset.hash != ds.header.content_hash {
+        return Err(what(format!(
+            "was trained on other data ({}), not this dataset",
+            ck.meta.dataset.id
+        )));
+    }
+    let state = ck
+        .meta
+        .train_state
+        .clone()
+        .ok_or_else(|| what("has no optimizer state to resume from".into()))?;
+    let model = MeasureVae::from_checkpoint(&ck, device)?;
+    let mut adam = adam_for(&model, cfg)?;
+    adam.load_state(state.optimizer_step, &ck.tensors)?;
+    // The log says what the checkpoint holds (a kill may have left it a row short).
+    rewrite_log(&paths.log, cfg, &prev.history)?;
+    Ok(RunState {
+        model,
+        adam,
+        history: prev.history,
+        best: prev.best_val_loss,
+    })
+}
+
+/// A new run (fresh weights, or `start`'s for fine-tuning) in a folder without a model.
+fn fresh(
+    cfg: &TrainConfig,
+    paths: &RunPaths,
+    start: Start<'_>,
+    device: &Device,
+) -> Result<RunState, TrainError> {
+    if paths.model.exists() && !matches!(start, Start::Resume) {
+        return Err(TrainError::Config(format!(
+            "{} already exists: pass --resume to continue it, or choose another --out",
+            paths.model.display()
+        )));
+    }
+    let model = match start {
+        Start::From(init) => initial_weights(init, cfg, device)?,
+        _ => MeasureVae::new(&cfg.model_config(), cfg.seed, device)?,
+    };
+    let adam = adam_for(&model, cfg)?;
+    rewrite_log(&paths.log, cfg, &[])?;
+    Ok(RunState {
+        model,
+        adam,
+        history: Vec::new(),
+        best: None,
+    })
+}
+
+/// One optimizer step on a batch (measure indices) with the epoch's random stream.
+type StepFn<'a> = dyn FnMut(&[usize], &mut ChaCha8Rng) -> Result<LossValues, TrainError> + 'a;
+
+/// One pass over `batches` with `step` (one optimizer step a batch): the mean losses and the
+/// measures seen. Fails when the loss stops being finite.
+fn run_epoch(
+    batches: &[&[usize]],
+    epoch: usize,
+    t0: Instant,
+    rng: &mut ChaCha8Rng,
+    step: &mut StepFn,
+    obs: &dyn TrainObserver,
+) -> Result<(LossValues, usize), TrainError> {
+    let mut mean = Mean::default();
+    let mut seen = 0usize;
+    for idx in batches {
+        let v = step(idx, rng)?;
+        if !v.total.is_finite() {
+            return Err(TrainError::Config(format!(
+                "the loss became {} in epoch {}: lower --lr or check the data",
+                v.total,
+                epoch + 1
+            )));
+        }
+        mean.add(&v);
+        seen += idx.len();
+        obs.batch_done(&mean.mean(), seen as f64 / t0.elapsed().as_secs_f64());
+    }
+    Ok((mean.mean(), seen))
+}
+
+/// Writes the epoch: the resumable model (with Adam's state), its log row, and best when it
+/// is. Model and log first, then best: a failure in between never leaves best ahead.
+fn save_epoch(
+    model: &MeasureVae,
+    adam: &Adam,
+    mut meta: CheckpointMeta,
+    paths: &RunPaths,
+    summary: &EpochSummary,
+) -> Result<(), TrainError> {
+    meta.train_state = Some(TrainState {
+        epoch: summary.epoch as u32,
+        step: adam.step_count(),
+        optimizer_step: adam.step_count(),
+        extra: serde_json::Value::Null,
+    });
+    let ck = model.to_checkpoint(meta)?;
+    let mut resumable = ck.clone();
+    resumable.tensors.extend(adam.state_tensors()?);
+    resumable.save_atomic(&paths.model)?;
+    let mut log = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&paths.log)
+        .map_err(|e| io_err(&paths.log, e))?;
+    writeln!(log, "{}", csv_row(summary)).map_err(|e| io_err(&paths.log, e))?;
+    if summary.best {
+        let mut best_ck = ck;
+        best_ck.meta.train_state = None;
+        best_ck.save_atomic(&paths.best)?;
+    }
+    Ok(())
 }
 
 /// The model a fine-tuning run starts from: `init`'s weights, which must have the sizes `cfg`
