@@ -262,60 +262,19 @@ pub fn train_images(
         .into());
     }
     let _lock = crate::training::hold_run_folder(out).map_err(|e| e.to_string())?;
-    let model_path = out.join("model.safetensors");
-    let best_path = out.join("best.safetensors");
-    let log_path = out.join("log.csv");
+    let paths = crate::training::RunPaths::new(out);
     let loss = cfg.loss(ds.num_attributes());
-    let mut start_epoch = 0usize;
-    let mut best_val = f32::INFINITY;
-    let (model, mut opt) = if resume && model_path.is_file() {
-        let ck = Checkpoint::load(&model_path)?;
-        let stored: ImageTrainConfig = serde_json::from_value(ck.meta.training.clone())
-            .map_err(|e| format!("{}: training settings: {e}", model_path.display()))?;
-        if stored.vae != cfg.vae
-            || stored.model != cfg.model
-            || stored.batch != cfg.batch
-            || stored.seed != cfg.seed
-            || ck.meta.dataset.hash != ds.header.content_hash
-        {
-            return Err(format!("{}: --resume needs the same model, batch, seed and dataset as the run in that folder", model_path.display()).into());
-        }
-        let model = ConvVae::from_checkpoint(&ck, device)?;
-        let mut opt = Adam::new(
-            model.named_vars(),
-            AdamConfig {
-                lr: cfg.lr,
-                ..Default::default()
-            },
-        )?;
-        if let Some(ts) = &ck.meta.train_state {
-            opt.load_state(ts.optimizer_step, &ck.tensors)?;
-            start_epoch = ts.epoch as usize;
-            best_val = ts
-                .extra
-                .get("best_val")
-                .and_then(|v| v.as_f64())
-                .unwrap_or(f64::INFINITY) as f32;
-        }
-        (model, opt)
+    let ImageRun {
+        model,
+        mut opt,
+        start_epoch,
+        mut best_val,
+    } = if resume && paths.model.is_file() {
+        resumed_images(ds, cfg, &paths.model, device)?
     } else {
-        let model = ConvVae::new(&cfg.vae, cfg.seed, device)?;
-        let opt = Adam::new(
-            model.named_vars(),
-            AdamConfig {
-                lr: cfg.lr,
-                ..Default::default()
-            },
-        )?;
-        let mut f = std::fs::File::create(&log_path)
-            .map_err(|e| format!("cannot write {}: {e}", log_path.display()))?;
-        let ar_cols: Vec<String> = loss
-            .regularized
-            .iter()
-            .map(|r| format!("train_ar_{}", ds.header.attributes[r.attribute]))
-            .collect();
-        writeln!(f, "epoch,train_loss,train_recon,train_kl,train_acc,{}{}val_loss,val_acc,images_per_s,seconds", ar_cols.join(","), if ar_cols.is_empty() { "" } else { "," }).map_err(|e| e.to_string())?;
-        (model, opt)
+        let run = fresh_images(cfg, device)?;
+        write_log_header(&paths.log, ds, &loss)?;
+        run
     };
     let train_idx = ds.indices(Split::Train);
     let val_idx = ds.sample(Split::Val, cfg.max_val_images, cfg.seed);
@@ -359,61 +318,174 @@ pub fn train_images(
         if is_best {
             best_val = val.total;
         }
-        let mut meta = meta_for(ds, dataset_id, cfg);
-        meta.train_state = Some(TrainState {
-            epoch: (epoch + 1) as u32,
-            step: opt.step_count(),
-            optimizer_step: opt.step_count(),
-            extra: serde_json::json!({ "best_val": best_val }),
-        });
-        let mut ck = model.to_checkpoint(meta.clone())?;
-        ck.tensors.extend(opt.state_tensors()?);
-        ck.save_atomic(&model_path)?;
-        let seconds = t0.elapsed().as_secs_f64();
-        let mut f = std::fs::OpenOptions::new()
-            .append(true)
-            .open(&log_path)
-            .map_err(|e| format!("cannot append to {}: {e}", log_path.display()))?;
-        let ar: Vec<String> = train.ar.iter().map(|x| format!("{x:.5}")).collect();
-        writeln!(
-            f,
-            "{},{:.4},{:.4},{:.4},{:.5},{}{}{:.4},{:.5},{:.1},{:.1}",
-            epoch + 1,
-            train.total,
-            train.reconstruction,
-            train.kl,
-            train.accuracy,
-            ar.join(","),
-            if ar.is_empty() { "" } else { "," },
-            val.total,
-            val.accuracy,
-            ips,
-            seconds
-        )
-        .map_err(|e| e.to_string())?;
-        // Best last: a failure before it never leaves best ahead of the model and the log.
-        if is_best {
-            meta.train_state = None;
-            model.to_checkpoint(meta)?.save_atomic(&best_path)?;
-        }
-        obs.epoch_end(&ImageEpochSummary {
+        let mut summary = ImageEpochSummary {
             epoch: epoch + 1,
             train,
             val,
             best: is_best,
             images_per_s: ips,
-            seconds,
-        });
+            seconds: 0.0,
+        };
+        let meta = meta_for(ds, dataset_id, cfg);
+        save_image_epoch(&model, &opt, meta, &paths, &mut summary, best_val, t0)?;
+        obs.epoch_end(&summary);
     }
-    if !best_path.is_file() {
-        std::fs::copy(&model_path, &best_path).map_err(|e| e.to_string())?;
+    if !paths.best.is_file() {
+        std::fs::copy(&paths.model, &paths.best).map_err(|e| e.to_string())?;
     }
     Ok(TrainedImages {
         model,
-        model_path,
-        best_path,
-        log_path,
+        model_path: paths.model,
+        best_path: paths.best,
+        log_path: paths.log,
     })
+}
+
+/// What an image run carries from epoch to epoch.
+struct ImageRun {
+    model: ConvVae,
+    opt: Adam,
+    start_epoch: usize,
+    best_val: f32,
+}
+
+/// Adam with the run's learning rate over `model`'s variables.
+fn image_adam(model: &ConvVae, cfg: &ImageTrainConfig) -> anyhow_free::Result<Adam> {
+    Ok(Adam::new(
+        model.named_vars(),
+        AdamConfig {
+            lr: cfg.lr,
+            ..Default::default()
+        },
+    )?)
+}
+
+/// The run in `model_path`, which must have the same model, batch, seed and dataset.
+fn resumed_images(
+    ds: &ImageDataset,
+    cfg: &ImageTrainConfig,
+    model_path: &Path,
+    device: &Device,
+) -> anyhow_free::Result<ImageRun> {
+    let ck = Checkpoint::load(model_path)?;
+    let stored: ImageTrainConfig = serde_json::from_value(ck.meta.training.clone())
+        .map_err(|e| format!("{}: training settings: {e}", model_path.display()))?;
+    if stored.vae != cfg.vae
+        || stored.model != cfg.model
+        || stored.batch != cfg.batch
+        || stored.seed != cfg.seed
+        || ck.meta.dataset.hash != ds.header.content_hash
+    {
+        return Err(format!(
+            "{}: --resume needs the same model, batch, seed and dataset as the run in that folder",
+            model_path.display()
+        )
+        .into());
+    }
+    let model = ConvVae::from_checkpoint(&ck, device)?;
+    let mut opt = image_adam(&model, cfg)?;
+    let (mut start_epoch, mut best_val) = (0, f32::INFINITY);
+    if let Some(ts) = &ck.meta.train_state {
+        opt.load_state(ts.optimizer_step, &ck.tensors)?;
+        start_epoch = ts.epoch as usize;
+        best_val = ts
+            .extra
+            .get("best_val")
+            .and_then(|v| v.as_f64())
+            .unwrap_or(f64::INFINITY) as f32;
+    }
+    Ok(ImageRun {
+        model,
+        opt,
+        start_epoch,
+        best_val,
+    })
+}
+
+/// A new image run from the seed's initialisation.
+fn fresh_images(cfg: &ImageTrainConfig, device: &Device) -> anyhow_free::Result<ImageRun> {
+    let model = ConvVae::new(&cfg.vae, cfg.seed, device)?;
+    let opt = image_adam(&model, cfg)?;
+    Ok(ImageRun {
+        model,
+        opt,
+        start_epoch: 0,
+        best_val: f32::INFINITY,
+    })
+}
+
+/// The log's header: losses, one AR column per regularized attribute, validation, speed.
+fn write_log_header(
+    log_path: &Path,
+    ds: &ImageDataset,
+    loss: &ImageLossConfig,
+) -> anyhow_free::Result<()> {
+    let mut f = std::fs::File::create(log_path)
+        .map_err(|e| format!("cannot write {}: {e}", log_path.display()))?;
+    let ar_cols: Vec<String> = loss
+        .regularized
+        .iter()
+        .map(|r| format!("train_ar_{}", ds.header.attributes[r.attribute]))
+        .collect();
+    writeln!(
+        f,
+        "epoch,train_loss,train_recon,train_kl,train_acc,{}{}val_loss,val_acc,images_per_s,seconds",
+        ar_cols.join(","),
+        if ar_cols.is_empty() { "" } else { "," }
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Writes the epoch: the resumable model (with Adam's state), its log row (its time in
+/// `summary.seconds`), and best when it is. Best last: a failure before it never leaves best
+/// ahead of the model and the log.
+fn save_image_epoch(
+    model: &ConvVae,
+    opt: &Adam,
+    mut meta: CheckpointMeta,
+    paths: &crate::training::RunPaths,
+    summary: &mut ImageEpochSummary,
+    best_val: f32,
+    t0: Instant,
+) -> anyhow_free::Result<()> {
+    meta.train_state = Some(TrainState {
+        epoch: summary.epoch as u32,
+        step: opt.step_count(),
+        optimizer_step: opt.step_count(),
+        extra: serde_json::json!({ "best_val": best_val }),
+    });
+    let mut ck = model.to_checkpoint(meta.clone())?;
+    ck.tensors.extend(opt.state_tensors()?);
+    ck.save_atomic(&paths.model)?;
+    summary.seconds = t0.elapsed().as_secs_f64();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&paths.log)
+        .map_err(|e| format!("cannot append to {}: {e}", paths.log.display()))?;
+    let (train, val) = (&summary.train, &summary.val);
+    let ar: Vec<String> = train.ar.iter().map(|x| format!("{x:.5}")).collect();
+    writeln!(
+        f,
+        "{},{:.4},{:.4},{:.4},{:.5},{}{}{:.4},{:.5},{:.1},{:.1}",
+        summary.epoch,
+        train.total,
+        train.reconstruction,
+        train.kl,
+        train.accuracy,
+        ar.join(","),
+        if ar.is_empty() { "" } else { "," },
+        val.total,
+        val.accuracy,
+        summary.images_per_s,
+        summary.seconds
+    )
+    .map_err(|e| e.to_string())?;
+    if summary.best {
+        meta.train_state = None;
+        model.to_checkpoint(meta)?.save_atomic(&paths.best)?;
+    }
+    Ok(())
 }
 
 /// Per-pixel reconstruction accuracy over `idx` from sampled z (dropout off).
