@@ -333,74 +333,8 @@ fn dedup_key(measures: &[Measure]) -> Vec<u8> {
 
 /// Builds the dataset described by `opts`.
 pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Dataset, BuildError> {
-    let (sources, source_desc, source_sha) = match &opts.collection {
-        Collection::Bach | Collection::Folk => {
-            let wheel = opts
-                .corpus
-                .clone()
-                .or_else(super::corpus::find_wheel)
-                .ok_or(BuildError::NoCorpus)?;
-            if !wheel.is_file() {
-                return Err(BuildError::Corpus(CorpusError::Io {
-                    path: wheel,
-                    source: std::io::Error::new(std::io::ErrorKind::NotFound, "file not found"),
-                }));
-            }
-            let sha = sha256_file(&wheel).ok();
-            let sources = if opts.collection == Collection::Bach {
-                corpus_sources(&wheel, &["music21/corpus/bach/"], &[".mxl"], |n| {
-                    n.rsplit('/').next().is_some_and(|f| f.starts_with("bwv"))
-                })?
-            } else {
-                corpus_sources(&wheel, &FOLK_FOLDERS, &[".abc"], |_| true)?
-            };
-            (sources, wheel.display().to_string(), sha)
-        }
-        Collection::Synthetic => (
-            Vec::new(),
-            format!("built-in synthetic melodies, seed {}", opts.seed),
-            None,
-        ),
-        Collection::Files(paths) => {
-            let mut out = Vec::new();
-            let mut seen = HashSet::new();
-            for p in paths {
-                let first = out.len();
-                walk(p, &mut out, progress, &mut seen);
-                relative_names(&mut out[first..], p);
-            }
-            let desc = paths
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ");
-            (out, desc, None)
-        }
-    };
-
-    // Parse (in parallel), keeping the sources' order.
-    let parsed: Vec<(Result<Melody, ImportError>, Option<String>)> =
-        if opts.collection == Collection::Synthetic {
-            progress.start(opts.synthetic_pieces, "generating");
-            synthetic::generate(opts.synthetic_pieces, opts.seed)
-                .into_iter()
-                .map(|(m, _)| {
-                    progress.inc();
-                    (Ok(m), None)
-                })
-                .collect()
-        } else {
-            progress.start(sources.len(), "reading");
-            sources
-                .par_iter()
-                .flat_map_iter(|s| {
-                    let r = parse(s, opts);
-                    progress.inc();
-                    r
-                })
-                .collect()
-        };
-
+    let (sources, source_desc, source_sha) = sources_of(opts, progress)?;
+    let parsed = parse_all(opts, &sources, progress);
     let transpose = opts.transpose && opts.collection != Collection::Synthetic;
     let cut: Vec<Result<CutPiece, ImportError>> = parsed
         .into_par_iter()
@@ -495,27 +429,7 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Dataset, Bu
     header.pieces_used = header.pieces.len();
     header.num_measures = ds.measures.len();
     if ds.measures.is_empty() {
-        let mut reasons: Vec<String> = header
-            .pieces_skipped
-            .iter()
-            .map(|(k, v)| format!("{v} {k}"))
-            .collect();
-        if header.pieces_total == 0 {
-            reasons.push("no readable pieces".into());
-        }
-        let first: Vec<String> = header
-            .skipped
-            .iter()
-            .take(3)
-            .map(|p| format!("{}: {}", p.source, p.message))
-            .collect();
-        return Err(BuildError::Empty(format!(
-            "{} pieces read, none usable ({}){}{}",
-            header.pieces_total,
-            reasons.join(", "),
-            if first.is_empty() { "" } else { "; " },
-            first.join("; ")
-        )));
+        return Err(nothing_usable(&header));
     }
     ds.header = header;
     if !has_piece_split(&ds) {
@@ -523,6 +437,112 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Dataset, Bu
     }
     ds.header.content_hash = ds.compute_content_hash();
     Ok(ds)
+}
+
+/// The sources of `opts`' collection, a description of where they come from and the
+/// corpus wheel's sha256 (the synthetic melodies have no sources: they are generated).
+fn sources_of(
+    opts: &BuildOptions,
+    progress: &dyn Progress,
+) -> Result<(Vec<Source>, String, Option<String>), BuildError> {
+    Ok(match &opts.collection {
+        Collection::Bach | Collection::Folk => {
+            let wheel = opts
+                .corpus
+                .clone()
+                .or_else(super::corpus::find_wheel)
+                .ok_or(BuildError::NoCorpus)?;
+            if !wheel.is_file() {
+                return Err(BuildError::Corpus(CorpusError::Io {
+                    path: wheel,
+                    source: std::io::Error::new(std::io::ErrorKind::NotFound, "file not found"),
+                }));
+            }
+            let sha = sha256_file(&wheel).ok();
+            let sources = if opts.collection == Collection::Bach {
+                corpus_sources(&wheel, &["music21/corpus/bach/"], &[".mxl"], |n| {
+                    n.rsplit('/').next().is_some_and(|f| f.starts_with("bwv"))
+                })?
+            } else {
+                corpus_sources(&wheel, &FOLK_FOLDERS, &[".abc"], |_| true)?
+            };
+            (sources, wheel.display().to_string(), sha)
+        }
+        Collection::Synthetic => (
+            Vec::new(),
+            format!("built-in synthetic melodies, seed {}", opts.seed),
+            None,
+        ),
+        Collection::Files(paths) => {
+            let mut out = Vec::new();
+            let mut seen = HashSet::new();
+            for p in paths {
+                let first = out.len();
+                walk(p, &mut out, progress, &mut seen);
+                relative_names(&mut out[first..], p);
+            }
+            let desc = paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ");
+            (out, desc, None)
+        }
+    })
+}
+
+/// Every piece of `sources` parsed (in parallel, in the sources' order), or the synthetic
+/// melodies; each with the note an importer left.
+fn parse_all(
+    opts: &BuildOptions,
+    sources: &[Source],
+    progress: &dyn Progress,
+) -> Vec<(Result<Melody, ImportError>, Option<String>)> {
+    if opts.collection == Collection::Synthetic {
+        progress.start(opts.synthetic_pieces, "generating");
+        synthetic::generate(opts.synthetic_pieces, opts.seed)
+            .into_iter()
+            .map(|(m, _)| {
+                progress.inc();
+                (Ok(m), None)
+            })
+            .collect()
+    } else {
+        progress.start(sources.len(), "reading");
+        sources
+            .par_iter()
+            .flat_map_iter(|s| {
+                let r = parse(s, opts);
+                progress.inc();
+                r
+            })
+            .collect()
+    }
+}
+
+/// Why a build that read pieces kept none: the skips counted by reason and the first three.
+fn nothing_usable(header: &DatasetHeader) -> BuildError {
+    let mut reasons: Vec<String> = header
+        .pieces_skipped
+        .iter()
+        .map(|(k, v)| format!("{v} {k}"))
+        .collect();
+    if header.pieces_total == 0 {
+        reasons.push("no readable pieces".into());
+    }
+    let first: Vec<String> = header
+        .skipped
+        .iter()
+        .take(3)
+        .map(|p| format!("{}: {}", p.source, p.message))
+        .collect();
+    BuildError::Empty(format!(
+        "{} pieces read, none usable ({}){}{}",
+        header.pieces_total,
+        reasons.join(", "),
+        if first.is_empty() { "" } else { "; " },
+        first.join("; ")
+    ))
 }
 
 /// Pieces from which a dataset may be split by piece (about two pieces for each of validation
