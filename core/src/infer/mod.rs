@@ -331,135 +331,10 @@ impl InferModel {
         for (name, shape) in measure_vae_shapes(&cfg) {
             tensor(ck, &name, &shape)?;
         }
-        let (v, e, h, l, zd) = (
-            cfg.vocab_size,
-            cfg.embedding,
-            cfg.hidden,
-            cfg.layers,
-            cfg.latent,
-        );
-        let g = 3 * h;
-
-        // Encoder.
-        let emb = tensor(ck, "enc.embedding.weight", &[v, e])?;
-        let mut table: [Vec<f32>; 2] = [Vec::new(), Vec::new()];
-        let mut enc_layers = Vec::with_capacity(l);
-        for k in 0..l {
-            let input = if k == 0 { e } else { 2 * h };
-            let mut dirs = Vec::with_capacity(2);
-            for (d, suffix) in [format!("l{k}"), format!("l{k}_reverse")]
-                .iter()
-                .enumerate()
-            {
-                let raw = raw_gru(ck, "enc.rnn", suffix, input, h)?;
-                let dir = gru_dir(raw, input, h, k > 0, weights);
-                if k == 0 {
-                    let mut t = Vec::with_capacity(v * g);
-                    for tok in 0..v {
-                        let p = project(raw.0, g, e, 0, &emb[tok * e..(tok + 1) * e]);
-                        t.extend(p.iter().zip(&dir.b_i).map(|(a, b)| a + b));
-                    }
-                    table[d] = t;
-                }
-                dirs.push(dir);
-            }
-            let [f, b]: [GruDir; 2] = dirs.try_into().expect("two directions");
-            enc_layers.push([f, b]);
-        }
-        let state = 2 * l * h;
-        let enc = EncoderWeights {
-            table,
-            layers: enc_layers,
-            mean: [
-                dense(ck, "enc.mean.0", state, cfg.head_hidden, weights)?,
-                dense(ck, "enc.mean.2", cfg.head_hidden, zd, weights)?,
-            ],
-            log_std: [
-                dense(ck, "enc.log_std.0", state, cfg.head_hidden, weights)?,
-                dense(ck, "enc.log_std.2", cfg.head_hidden, zd, weights)?,
-            ],
-        };
-
-        // Decoder.
-        let beat_input = tensor(ck, "dec.beat_input", &[1, 1])?;
-        let mut beat_layers = Vec::with_capacity(l);
-        let mut beat_gi0 = Vec::new();
-        for k in 0..l {
-            let input = if k == 0 { 1 } else { h };
-            let raw = raw_gru(ck, "dec.beat_rnn", &format!("l{k}"), input, h)?;
-            let dir = gru_dir(raw, input, h, k > 0, weights);
-            if k == 0 {
-                let p = project(raw.0, g, 1, 0, beat_input);
-                beat_gi0 = p.iter().zip(&dir.b_i).map(|(a, b)| a + b).collect();
-            }
-            beat_layers.push(dir);
-        }
-        let demb = tensor(ck, "dec.embedding.weight", &[v, e])?;
-        let start = tensor(ck, "dec.start_input", &[e])?;
-        let mut tick_layers = Vec::with_capacity(l);
-        let mut token_table = Vec::with_capacity(v * g);
-        let mut start_gi = Vec::new();
-        let mut context = None;
-        for k in 0..l {
-            let input = if k == 0 { e + h } else { h };
-            let raw = raw_gru(ck, "dec.tick_rnn", &format!("l{k}"), input, h)?;
-            let dir = gru_dir(raw, input, h, k > 0, weights);
-            if k == 0 {
-                for tok in 0..v {
-                    token_table.extend(project(raw.0, g, input, 0, &demb[tok * e..(tok + 1) * e]));
-                }
-                start_gi = project(raw.0, g, input, 0, start);
-                let w = Packed::new(raw.0, g, h, e, input, weights);
-                context = Some(Dense {
-                    b: dir.b_i.clone(),
-                    w,
-                });
-            }
-            tick_layers.push(dir);
-        }
-        let context =
-            context.ok_or_else(|| InferError::Checkpoint("config has no GRU layers".into()))?;
-        let dec = DecoderWeights {
-            z_to_beat_hidden: dense(ck, "dec.z_to_beat_hidden", zd, l * h, weights)?,
-            beat_gi0,
-            beat_layers,
-            beat_to_tick_hidden: dense(ck, "dec.beat_to_tick_hidden", h, l * h, weights)?,
-            beat_to_tick_input: dense(ck, "dec.beat_to_tick_input", h, h, weights)?,
-            token_table,
-            start_gi,
-            context,
-            tick_layers,
-            output: dense(ck, "dec.output", h, v, weights)?,
-        };
-
-        let gp = round16(g);
-        let steps = TICKS_PER_MEASURE.max(BEATS_PER_MEASURE);
-        let s = Scratch {
-            h: vec![0.0; l * h],
-            gi: vec![0.0; gp],
-            gh: vec![0.0; gp],
-            seq: [vec![0.0; steps * 2 * h], vec![0.0; steps * 2 * h]],
-            gi_all: [vec![0.0; steps * gp], vec![0.0; steps * gp]],
-            dir_h: [vec![0.0; h], vec![0.0; h]],
-            state: vec![0.0; round16(state)],
-            head: vec![0.0; round16(cfg.head_hidden)],
-            head_out: vec![0.0; round16(zd)],
-            beat_h0: vec![0.0; dec.z_to_beat_hidden.padded()],
-            tick_h0: vec![0.0; BEATS_PER_MEASURE * dec.beat_to_tick_hidden.padded()],
-            context: vec![0.0; BEATS_PER_MEASURE * dec.beat_to_tick_input.padded()],
-            context_gi: vec![0.0; BEATS_PER_MEASURE * gp],
-            logits: vec![0.0; dec.output.padded()],
-        };
-        let beats = BEATS_PER_MEASURE;
-        let lock = Lockstep {
-            h: vec![0.0; beats * l * h],
-            gi: vec![0.0; beats * gp],
-            gh: vec![0.0; beats * gp],
-            logits: vec![0.0; beats * dec.output.padded()],
-            streams: [0; BEATS_PER_MEASURE],
-            prev: [0; BEATS_PER_MEASURE],
-            guess: [0; BEATS_PER_MEASURE],
-        };
+        let enc = encoder_weights(ck, &cfg, weights)?;
+        let dec = decoder_weights(ck, &cfg, weights)?;
+        let s = Scratch::new(&cfg, &dec);
+        let lock = Lockstep::new(&cfg, &dec);
         Ok(InferModel {
             cfg,
             kernel,
@@ -952,6 +827,173 @@ impl InferModel {
             I::selu(&mut s.head[..head[0].w.rows()]);
             I::matvec(&head[1].w, &head[1].b, &s.head, &mut s.head_out);
             dst.copy_from_slice(&s.head_out[..latent]);
+        }
+    }
+}
+
+/// The encoder's weights, packed for `weights`: the first layer's input projections folded
+/// into a table per token and direction.
+fn encoder_weights(
+    ck: &Checkpoint,
+    cfg: &MeasureVaeConfig,
+    weights: Weights,
+) -> Result<EncoderWeights, InferError> {
+    let (v, e, h, l, zd) = (
+        cfg.vocab_size,
+        cfg.embedding,
+        cfg.hidden,
+        cfg.layers,
+        cfg.latent,
+    );
+    let g = 3 * h;
+    let emb = tensor(ck, "enc.embedding.weight", &[v, e])?;
+    let mut table: [Vec<f32>; 2] = [Vec::new(), Vec::new()];
+    let mut enc_layers = Vec::with_capacity(l);
+    for k in 0..l {
+        let input = if k == 0 { e } else { 2 * h };
+        let mut dirs = Vec::with_capacity(2);
+        for (d, suffix) in [format!("l{k}"), format!("l{k}_reverse")]
+            .iter()
+            .enumerate()
+        {
+            let raw = raw_gru(ck, "enc.rnn", suffix, input, h)?;
+            let dir = gru_dir(raw, input, h, k > 0, weights);
+            if k == 0 {
+                let mut t = Vec::with_capacity(v * g);
+                for tok in 0..v {
+                    let p = project(raw.0, g, e, 0, &emb[tok * e..(tok + 1) * e]);
+                    t.extend(p.iter().zip(&dir.b_i).map(|(a, b)| a + b));
+                }
+                table[d] = t;
+            }
+            dirs.push(dir);
+        }
+        let [f, b]: [GruDir; 2] = dirs.try_into().expect("two directions");
+        enc_layers.push([f, b]);
+    }
+    let state = 2 * l * h;
+    Ok(EncoderWeights {
+        table,
+        layers: enc_layers,
+        mean: [
+            dense(ck, "enc.mean.0", state, cfg.head_hidden, weights)?,
+            dense(ck, "enc.mean.2", cfg.head_hidden, zd, weights)?,
+        ],
+        log_std: [
+            dense(ck, "enc.log_std.0", state, cfg.head_hidden, weights)?,
+            dense(ck, "enc.log_std.2", cfg.head_hidden, zd, weights)?,
+        ],
+    })
+}
+
+/// The decoder's weights, packed for `weights`: the first layers' constant inputs and the
+/// token embeddings folded into their input projections.
+fn decoder_weights(
+    ck: &Checkpoint,
+    cfg: &MeasureVaeConfig,
+    weights: Weights,
+) -> Result<DecoderWeights, InferError> {
+    let (v, e, h, l, zd) = (
+        cfg.vocab_size,
+        cfg.embedding,
+        cfg.hidden,
+        cfg.layers,
+        cfg.latent,
+    );
+    let g = 3 * h;
+    let beat_input = tensor(ck, "dec.beat_input", &[1, 1])?;
+    let mut beat_layers = Vec::with_capacity(l);
+    let mut beat_gi0 = Vec::new();
+    for k in 0..l {
+        let input = if k == 0 { 1 } else { h };
+        let raw = raw_gru(ck, "dec.beat_rnn", &format!("l{k}"), input, h)?;
+        let dir = gru_dir(raw, input, h, k > 0, weights);
+        if k == 0 {
+            let p = project(raw.0, g, 1, 0, beat_input);
+            beat_gi0 = p.iter().zip(&dir.b_i).map(|(a, b)| a + b).collect();
+        }
+        beat_layers.push(dir);
+    }
+    let demb = tensor(ck, "dec.embedding.weight", &[v, e])?;
+    let start = tensor(ck, "dec.start_input", &[e])?;
+    let mut tick_layers = Vec::with_capacity(l);
+    let mut token_table = Vec::with_capacity(v * g);
+    let mut start_gi = Vec::new();
+    let mut context = None;
+    for k in 0..l {
+        let input = if k == 0 { e + h } else { h };
+        let raw = raw_gru(ck, "dec.tick_rnn", &format!("l{k}"), input, h)?;
+        let dir = gru_dir(raw, input, h, k > 0, weights);
+        if k == 0 {
+            for tok in 0..v {
+                token_table.extend(project(raw.0, g, input, 0, &demb[tok * e..(tok + 1) * e]));
+            }
+            start_gi = project(raw.0, g, input, 0, start);
+            let w = Packed::new(raw.0, g, h, e, input, weights);
+            context = Some(Dense {
+                b: dir.b_i.clone(),
+                w,
+            });
+        }
+        tick_layers.push(dir);
+    }
+    let context =
+        context.ok_or_else(|| InferError::Checkpoint("config has no GRU layers".into()))?;
+    Ok(DecoderWeights {
+        z_to_beat_hidden: dense(ck, "dec.z_to_beat_hidden", zd, l * h, weights)?,
+        beat_gi0,
+        beat_layers,
+        beat_to_tick_hidden: dense(ck, "dec.beat_to_tick_hidden", h, l * h, weights)?,
+        beat_to_tick_input: dense(ck, "dec.beat_to_tick_input", h, h, weights)?,
+        token_table,
+        start_gi,
+        context,
+        tick_layers,
+        output: dense(ck, "dec.output", h, v, weights)?,
+    })
+}
+
+impl Scratch {
+    /// Buffers for one encode or decode of a model of `cfg` (allocated once, at load).
+    fn new(cfg: &MeasureVaeConfig, dec: &DecoderWeights) -> Self {
+        let (h, l, zd) = (cfg.hidden, cfg.layers, cfg.latent);
+        let g = 3 * h;
+        let state = 2 * l * h;
+        let gp = round16(g);
+        let steps = TICKS_PER_MEASURE.max(BEATS_PER_MEASURE);
+        Scratch {
+            h: vec![0.0; l * h],
+            gi: vec![0.0; gp],
+            gh: vec![0.0; gp],
+            seq: [vec![0.0; steps * 2 * h], vec![0.0; steps * 2 * h]],
+            gi_all: [vec![0.0; steps * gp], vec![0.0; steps * gp]],
+            dir_h: [vec![0.0; h], vec![0.0; h]],
+            state: vec![0.0; round16(state)],
+            head: vec![0.0; round16(cfg.head_hidden)],
+            head_out: vec![0.0; round16(zd)],
+            beat_h0: vec![0.0; dec.z_to_beat_hidden.padded()],
+            tick_h0: vec![0.0; BEATS_PER_MEASURE * dec.beat_to_tick_hidden.padded()],
+            context: vec![0.0; BEATS_PER_MEASURE * dec.beat_to_tick_input.padded()],
+            context_gi: vec![0.0; BEATS_PER_MEASURE * gp],
+            logits: vec![0.0; dec.output.padded()],
+        }
+    }
+}
+
+impl Lockstep {
+    /// Buffers for decoding the beats in lockstep (allocated once, at load).
+    fn new(cfg: &MeasureVaeConfig, dec: &DecoderWeights) -> Self {
+        let (h, l) = (cfg.hidden, cfg.layers);
+        let gp = round16(3 * h);
+        let beats = BEATS_PER_MEASURE;
+        Lockstep {
+            h: vec![0.0; beats * l * h],
+            gi: vec![0.0; beats * gp],
+            gh: vec![0.0; beats * gp],
+            logits: vec![0.0; beats * dec.output.padded()],
+            streams: [0; BEATS_PER_MEASURE],
+            prev: [0; BEATS_PER_MEASURE],
+            guess: [0; BEATS_PER_MEASURE],
         }
     }
 }
