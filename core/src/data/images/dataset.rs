@@ -378,10 +378,8 @@ pub(crate) mod tests {
             let p = dir.path().join("x.arvae");
             let ds = tiny(f);
             ds.save(&p).unwrap();
-            assert_eq!(
-                crate::family::Family::of_dataset(&p),
-                crate::family::Family::Images
-            );
+            // What `Family::of_dataset` reads.
+            assert!(std::fs::read(&p).unwrap().starts_with(IMAGE_MAGIC));
             let back = ImageDataset::load(&p).unwrap();
             assert_eq!(back, ds);
             let img = back.image(1);
