@@ -831,6 +831,17 @@ impl InferModel {
     }
 }
 
+/// (vocabulary, embedding, hidden, layers, latent) of `cfg`.
+fn sizes(cfg: &MeasureVaeConfig) -> (usize, usize, usize, usize, usize) {
+    (
+        cfg.vocab_size,
+        cfg.embedding,
+        cfg.hidden,
+        cfg.layers,
+        cfg.latent,
+    )
+}
+
 /// The encoder's weights, packed for `weights`: the first layer's input projections folded
 /// into a table per token and direction.
 fn encoder_weights(
@@ -838,13 +849,7 @@ fn encoder_weights(
     cfg: &MeasureVaeConfig,
     weights: Weights,
 ) -> Result<EncoderWeights, InferError> {
-    let (v, e, h, l, zd) = (
-        cfg.vocab_size,
-        cfg.embedding,
-        cfg.hidden,
-        cfg.layers,
-        cfg.latent,
-    );
+    let (v, e, h, l, zd) = sizes(cfg);
     let g = 3 * h;
     let emb = tensor(ck, "enc.embedding.weight", &[v, e])?;
     let mut table: [Vec<f32>; 2] = [Vec::new(), Vec::new()];
@@ -893,13 +898,7 @@ fn decoder_weights(
     cfg: &MeasureVaeConfig,
     weights: Weights,
 ) -> Result<DecoderWeights, InferError> {
-    let (v, e, h, l, zd) = (
-        cfg.vocab_size,
-        cfg.embedding,
-        cfg.hidden,
-        cfg.layers,
-        cfg.latent,
-    );
+    let (v, e, h, l, zd) = sizes(cfg);
     let g = 3 * h;
     let beat_input = tensor(ck, "dec.beat_input", &[1, 1])?;
     let mut beat_layers = Vec::with_capacity(l);
