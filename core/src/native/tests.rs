@@ -15,19 +15,6 @@ fn loss_config() -> LossConfig {
     LossConfig::ar_vae_music()
 }
 
-fn native_loss(l: &LossConfig) -> NativeLoss {
-    NativeLoss {
-        beta: l.beta,
-        gamma: l.gamma,
-        delta: l.delta,
-        regularized: l
-            .regularized
-            .iter()
-            .map(|r| (r.attribute, r.latent_dim))
-            .collect(),
-    }
-}
-
 /// Freshly initialised weights with every tensor perturbed (so learned inputs and biases are
 /// not zero and every path carries gradient).
 fn weights(cfg: &MeasureVaeConfig, seed: u64) -> NamedTensors {
@@ -132,7 +119,7 @@ fn check_against_candle(cfg: &MeasureVaeConfig, b: usize, threads: usize) {
             &attrs,
             teacher,
             &noise,
-            &native_loss(&loss_config()),
+            &NativeLoss::from(&loss_config()),
             true,
         );
         let ng = engine.grad_tensors();
@@ -296,7 +283,7 @@ fn native_overfits_64_measures() {
     let model = MeasureVae::new(&cfg, 0, &Device::Cpu).unwrap();
     let mut engine = NativeEngine::new(&cfg, &model.to_tensors().unwrap(), 3e-3).unwrap();
     let (tokens, attrs, what) = overfit_measures();
-    let loss = native_loss(&loss_config());
+    let loss = NativeLoss::from(&loss_config());
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let start = std::time::Instant::now();
     let mut best = 0.0f32;
