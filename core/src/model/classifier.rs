@@ -17,6 +17,7 @@ use std::time::Instant;
 
 use super::adam::{Adam, AdamConfig};
 use super::conv_ops::conv2d;
+use super::params;
 use crate::checkpoint::{Checkpoint, CheckpointMeta, DatasetInfo, FORMAT_VERSION};
 use crate::data::dataset::Split;
 use crate::data::images::ImageDataset;
@@ -70,23 +71,8 @@ impl ImageClassifier {
         device: &Device,
     ) -> Result<Self> {
         cfg.validate().map_err(candle_core::Error::msg)?;
-        let varmap = VarMap::new();
-        let mut p = std::collections::BTreeMap::new();
-        {
-            let mut data = varmap.data().lock().expect("fresh varmap");
-            for (name, shape) in classifier_shapes(cfg) {
-                let Some((s, values)) = tensors.get(&name) else {
-                    candle_core::bail!("missing parameter {name}");
-                };
-                if *s != shape || values.len() != shape.iter().product::<usize>() {
-                    candle_core::bail!("parameter {name} has shape {s:?}, expected {shape:?}");
-                }
-                let t = Tensor::from_slice(values, shape, &Device::Cpu)?.to_device(device)?;
-                let var = Var::from_tensor(&t)?;
-                p.insert(name.clone(), var.as_tensor().clone());
-                data.insert(name, var);
-            }
-        }
+        let varmap = params::varmap_from_tensors(classifier_shapes(cfg), tensors, device)?;
+        let p = params::tensor_table(params::named_vars(&varmap, classifier_shapes(cfg)));
         Ok(ImageClassifier {
             cfg: cfg.clone(),
             varmap,
@@ -116,17 +102,7 @@ impl ImageClassifier {
         training: serde_json::Value,
         evaluation: Option<serde_json::Value>,
     ) -> Result<Checkpoint> {
-        let mut tensors = crate::checkpoint::NamedTensors::new();
-        for (name, var) in self.named_vars() {
-            let t = var.as_tensor();
-            tensors.insert(
-                name,
-                (
-                    t.dims().to_vec(),
-                    t.flatten_all()?.to_device(&Device::Cpu)?.to_vec1::<f32>()?,
-                ),
-            );
-        }
+        let tensors = params::tensors_of(self.named_vars())?;
         Ok(Checkpoint {
             meta: CheckpointMeta {
                 format_version: FORMAT_VERSION,
@@ -153,11 +129,7 @@ impl ImageClassifier {
 
     /// The variables by name, in checkpoint order.
     pub fn named_vars(&self) -> Vec<(String, Var)> {
-        let data = self.varmap.data().lock().expect("varmap lock");
-        classifier_shapes(&self.cfg)
-            .into_iter()
-            .map(|(n, _)| (n.clone(), data[&n].clone()))
-            .collect()
+        params::named_vars(&self.varmap, classifier_shapes(&self.cfg))
     }
 
     fn conv(&self, i: usize, x: &Tensor, pad: usize, stride: usize) -> Result<Tensor> {

@@ -14,6 +14,7 @@ use super::adam::Adam;
 use super::conv_ops::{conv2d, conv_transpose2d};
 use super::loss::{ar_loss, kl_divergence, RegularizedDim};
 use super::measure_vae::selu;
+use super::params;
 use crate::checkpoint::{Checkpoint, CheckpointMeta, NamedTensors};
 use crate::image_model::{conv_vae_shapes, CONV_VAE_KIND};
 pub use crate::image_model::{ConvArch, ConvVaeConfig};
@@ -98,23 +99,8 @@ impl ConvVae {
         device: &Device,
     ) -> Result<Self> {
         cfg.validate().map_err(candle_core::Error::msg)?;
-        let varmap = VarMap::new();
-        let mut p = std::collections::BTreeMap::new();
-        {
-            let mut data = varmap.data().lock().expect("fresh varmap");
-            for (name, shape) in conv_vae_shapes(cfg) {
-                let Some((s, values)) = tensors.get(&name) else {
-                    candle_core::bail!("missing parameter {name}");
-                };
-                if *s != shape || values.len() != shape.iter().product::<usize>() {
-                    candle_core::bail!("parameter {name} has shape {s:?}, expected {shape:?}");
-                }
-                let t = Tensor::from_slice(values, shape, &Device::Cpu)?.to_device(device)?;
-                let var = Var::from_tensor(&t)?;
-                p.insert(name.clone(), var.as_tensor().clone());
-                data.insert(name, var);
-            }
-        }
+        let varmap = params::varmap_from_tensors(conv_vae_shapes(cfg), tensors, device)?;
+        let p = params::tensor_table(params::named_vars(&varmap, conv_vae_shapes(cfg)));
         Ok(ConvVae {
             cfg: cfg.clone(),
             varmap,
@@ -138,18 +124,7 @@ impl ConvVae {
 
     /// Current parameter values by name (on the CPU).
     pub fn to_tensors(&self) -> Result<NamedTensors> {
-        let mut out = NamedTensors::new();
-        for (name, var) in self.named_vars() {
-            let t = var.as_tensor();
-            out.insert(
-                name,
-                (
-                    t.dims().to_vec(),
-                    t.flatten_all()?.to_device(&Device::Cpu)?.to_vec1::<f32>()?,
-                ),
-            );
-        }
-        Ok(out)
+        params::tensors_of(self.named_vars())
     }
 
     /// A checkpoint of the current parameters with `meta` (kind and config replaced by ours).
@@ -175,11 +150,7 @@ impl ConvVae {
 
     /// The variables by name, in checkpoint order.
     pub fn named_vars(&self) -> Vec<(String, Var)> {
-        let data = self.varmap.data().lock().expect("varmap lock");
-        conv_vae_shapes(&self.cfg)
-            .into_iter()
-            .map(|(n, _)| (n.clone(), data[&n].clone()))
-            .collect()
+        params::named_vars(&self.varmap, conv_vae_shapes(&self.cfg))
     }
 
     /// Number of scalar parameters.

@@ -9,6 +9,7 @@ use candle_nn::{VarBuilder, VarMap};
 use rand::{Rng, RngCore, SeedableRng};
 
 use super::gru::{reborrow, GateInputs, Gru};
+use super::params;
 use crate::checkpoint::{Checkpoint, CheckpointMeta, NamedTensors};
 use crate::music::token::{BEATS_PER_MEASURE, TICKS_PER_BEAT, TICKS_PER_MEASURE};
 use crate::music_model::measure_vae_shapes;
@@ -319,20 +320,7 @@ impl MeasureVae {
         device: &Device,
     ) -> Result<Self> {
         cfg.validate().map_err(candle_core::Error::msg)?;
-        let varmap = VarMap::new();
-        {
-            let mut data = varmap.data().lock().expect("fresh varmap");
-            for (name, shape) in measure_vae_shapes(cfg) {
-                let Some((s, values)) = tensors.get(&name) else {
-                    candle_core::bail!("missing parameter {name}");
-                };
-                if *s != shape || values.len() != shape.iter().product::<usize>() {
-                    candle_core::bail!("parameter {name} has shape {s:?}, expected {shape:?}");
-                }
-                let t = Tensor::from_slice(values, shape, &Device::Cpu)?.to_device(device)?;
-                data.insert(name, Var::from_tensor(&t)?);
-            }
-        }
+        let varmap = params::varmap_from_tensors(measure_vae_shapes(cfg), tensors, device)?;
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
         Ok(MeasureVae {
             encoder: Encoder::new(vb.pp("enc"), cfg)?,
@@ -354,18 +342,7 @@ impl MeasureVae {
 
     /// Current parameter values by name (copied to the CPU).
     pub fn to_tensors(&self) -> Result<NamedTensors> {
-        let mut out = NamedTensors::new();
-        for (name, var) in self.named_vars() {
-            let t = var.as_tensor();
-            out.insert(
-                name,
-                (
-                    t.dims().to_vec(),
-                    t.flatten_all()?.to_device(&Device::Cpu)?.to_vec1::<f32>()?,
-                ),
-            );
-        }
-        Ok(out)
+        params::tensors_of(self.named_vars())
     }
 
     /// A checkpoint of the current parameters with `meta` (its config is replaced by ours).
@@ -395,11 +372,7 @@ impl MeasureVae {
 
     /// The trainable variables by name, in checkpoint order.
     pub fn named_vars(&self) -> Vec<(String, Var)> {
-        let data = self.varmap.data().lock().expect("varmap lock");
-        measure_vae_shapes(&self.cfg)
-            .into_iter()
-            .map(|(n, _)| (n.clone(), data[&n].clone()))
-            .collect()
+        params::named_vars(&self.varmap, measure_vae_shapes(&self.cfg))
     }
 
     /// Number of scalar parameters.

@@ -12,6 +12,7 @@ pub mod conv_vae;
 pub mod gru;
 pub mod loss;
 pub mod measure_vae;
+pub mod params;
 pub mod train;
 
 pub use adam::{Adam, AdamConfig};
