@@ -17,39 +17,24 @@ use arvae_core::model::{LossConfig, LossTerms, LossValues, MeasureVae};
 use arvae_core::music_model::MeasureVaeConfig;
 use arvae_core::native::{NativeEngine, NativeLoss, StepNoise};
 use candle_core::{Device, Tensor};
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 const LOSS_TOLERANCE: f64 = 1e-4;
 const GRADIENT_TOLERANCE: f64 = 1e-3;
 
-/// Freshly initialised weights, every tensor perturbed (so every path carries gradient).
-fn weights(cfg: &MeasureVaeConfig, seed: u64) -> NamedTensors {
-    let model = MeasureVae::new(cfg, seed, &Device::Cpu).unwrap();
-    let mut t = model.to_tensors().unwrap();
-    let mut rng = ChaCha8Rng::seed_from_u64(seed + 100);
-    for (_, v) in t.values_mut() {
-        for x in v.iter_mut() {
-            *x += rng.gen_range(-0.05f32..0.05);
-        }
-    }
-    t
-}
+#[path = "support/parity_data.rs"]
+mod parity_data;
+use parity_data::batch;
 
-/// Mostly HOLD, some notes and rests; attributes with ties.
-fn batch(b: usize, seed: u64) -> (Vec<u32>, Vec<f32>) {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let tokens = (0..b * 24)
-        .map(|_| match rng.gen_range(0..10) {
-            0..=4 => 129,
-            5 => 128,
-            _ => rng.gen_range(55..85),
-        })
-        .collect();
-    let attrs = (0..b * 4)
-        .map(|_| (rng.gen_range(0..5) as f32) / 4.0)
-        .collect();
-    (tokens, attrs)
+/// Freshly initialised weights with every tensor perturbed ([`parity_data::perturb`]).
+fn weights(cfg: &MeasureVaeConfig, seed: u64) -> NamedTensors {
+    let mut t = MeasureVae::new(cfg, seed, &Device::Cpu)
+        .unwrap()
+        .to_tensors()
+        .unwrap();
+    parity_data::perturb(&mut t, seed);
+    t
 }
 
 /// Loss parts and every parameter's gradient of candle's forward and backward on `dev`.

@@ -7,7 +7,7 @@ use crate::data::{Dataset, Split};
 use crate::model::{Adam, AdamConfig, LossConfig, LossTerms, MeasureVae};
 use crate::music_model::MeasureVaeConfig;
 use candle_core::{Device, Tensor};
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::HashSet;
 
@@ -15,34 +15,18 @@ fn loss_config() -> LossConfig {
     LossConfig::ar_vae_music()
 }
 
-/// Freshly initialised weights with every tensor perturbed (so learned inputs and biases are
-/// not zero and every path carries gradient).
-fn weights(cfg: &MeasureVaeConfig, seed: u64) -> NamedTensors {
-    let model = MeasureVae::new(cfg, seed, &Device::Cpu).unwrap();
-    let mut t = model.to_tensors().unwrap();
-    let mut rng = ChaCha8Rng::seed_from_u64(seed + 100);
-    for (_, v) in t.values_mut() {
-        for x in v.iter_mut() {
-            *x += rng.gen_range(-0.05f32..0.05);
-        }
-    }
-    t
-}
+#[path = "../../tests/support/parity_data.rs"]
+mod parity_data;
+use parity_data::batch;
 
-/// A batch with realistic structure: mostly HOLD, some notes, some rests; attributes with ties.
-fn batch(b: usize, seed: u64) -> (Vec<u32>, Vec<f32>) {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let tokens: Vec<u32> = (0..b * 24)
-        .map(|_| match rng.gen_range(0..10) {
-            0..=4 => 129,
-            5 => 128,
-            _ => rng.gen_range(55..85),
-        })
-        .collect();
-    let attrs: Vec<f32> = (0..b * 4)
-        .map(|_| (rng.gen_range(0..5) as f32) / 4.0)
-        .collect();
-    (tokens, attrs)
+/// Freshly initialised weights with every tensor perturbed ([`parity_data::perturb`]).
+fn weights(cfg: &MeasureVaeConfig, seed: u64) -> NamedTensors {
+    let mut t = MeasureVae::new(cfg, seed, &Device::Cpu)
+        .unwrap()
+        .to_tensors()
+        .unwrap();
+    parity_data::perturb(&mut t, seed);
+    t
 }
 
 struct Compared {
