@@ -302,16 +302,7 @@ fn line(v: &ImageLossValues, names: &[String]) -> String {
 
 impl ImageObserver for Observer {
     fn epoch_start(&self, epoch: usize, batches: usize) {
-        let b = indicatif::ProgressBar::new(batches as u64)
-            .with_style(
-                indicatif::ProgressStyle::with_template(
-                    "epoch {prefix:>3} [{bar:25}] {pos}/{len} {msg} eta {eta}",
-                )
-                .expect("template")
-                .progress_chars("=> "),
-            )
-            .with_prefix(epoch.to_string());
-        *self.bar.borrow_mut() = Some(b);
+        *self.bar.borrow_mut() = Some(crate::progress::epoch_bar(epoch, batches));
     }
     fn batch_done(&self, running: &ImageLossValues, ips: f64) {
         if let Some(b) = self.bar.borrow().as_ref() {

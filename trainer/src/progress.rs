@@ -55,6 +55,19 @@ pub fn style() -> ProgressStyle {
         .progress_chars("=> ")
 }
 
+/// The bar of one training epoch: `epoch N [===>  ] done/batches <message> eta`.
+pub fn epoch_bar(epoch: usize, batches: usize) -> ProgressBar {
+    ProgressBar::new(batches as u64)
+        .with_style(
+            ProgressStyle::with_template(
+                "epoch {prefix:>3} [{bar:25}] {pos}/{len} {msg} eta {eta}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        )
+        .with_prefix(epoch.to_string())
+}
+
 impl Progress for BarProgress {
     fn start(&self, total: usize, what: &str) {
         let b = ProgressBar::new(total as u64)
