@@ -58,6 +58,7 @@ pub fn generate(count: usize, seed: u64) -> Vec<(Melody, PieceFactors)> {
     (0..count).map(|i| piece(&mut rng, i)).collect()
 }
 
+/// One piece: a random key and scale, then one random bar per chord of the progression.
 fn piece(rng: &mut ChaCha8Rng, index: usize) -> (Melody, PieceFactors) {
     let tonic = rng.gen_range(0..12u8);
     let (scale_name, scale) = SCALES[rng.gen_range(0..SCALES.len())];
@@ -77,96 +78,10 @@ fn piece(rng: &mut ChaCha8Rng, index: usize) -> (Melody, PieceFactors) {
             duration: 4.0,
             time_signature: (4, 4),
         });
-        let rhythm = rng.gen_range(0..RHYTHM_FAMILIES.len());
-        let family = RHYTHM_FAMILIES[rhythm];
-        let slots: Vec<usize> = (0..4)
-            .flat_map(|beat| family.iter().map(move |&t| beat * 6 + t))
-            .collect();
-        let n = rng.gen_range(1..=12usize.min(slots.len()));
-        // Choose n slots; the downbeat is kept most of the time.
-        let mut chosen: Vec<usize> = Vec::with_capacity(n);
-        if rng.gen_bool(0.8) {
-            chosen.push(0);
-        }
-        while chosen.len() < n {
-            let s = slots[rng.gen_range(0..slots.len())];
-            if !chosen.contains(&s) {
-                chosen.push(s);
-            }
-        }
-        chosen.sort_unstable();
-        let step = rng.gen_range(0..=3i32);
-        let direction = rng.gen_range(0..4u8);
-        factors[b] = BarFactors {
-            notes: n,
-            rhythm,
-            step,
-            direction,
-        };
-        // Chord-tone indices: tone k of the chord on `root` is scale index root + 2k.
-        let half = n.div_ceil(2) as i32;
-        let tones: Vec<i32> = (0..n as i32)
-            .map(|k| match direction {
-                0 => k * step,
-                1 => -k * step,
-                2 => step * if k < half { k } else { 2 * half - k - 2 },
-                _ => -step * if k < half { k } else { 2 * half - k - 2 },
-            })
-            .collect();
-        let mut pitches: Vec<i32> = tones
-            .iter()
-            .map(|&t| scale_pitch(&scale, tonic_midi, root + 2 * t))
-            .collect();
-        // Shift by octaves into range; squeeze the step if the bar is still too wide.
-        let (lo, hi) = (
-            *pitches.iter().min().unwrap(),
-            *pitches.iter().max().unwrap(),
-        );
-        let mut shift = 0;
-        while lo + shift < MIN_PITCH {
-            shift += 12;
-        }
-        while hi + shift > MAX_PITCH && lo + shift - 12 >= MIN_PITCH {
-            shift -= 12;
-        }
-        for p in pitches.iter_mut() {
-            *p = (*p + shift).clamp(MIN_PITCH, MAX_PITCH);
-        }
-        let twelfths = |tick: usize| crate::music::token::tick_twelfths(tick) as f64 / 12.0;
-        for (k, &slot) in chosen.iter().enumerate() {
-            let onset = start + twelfths(slot);
-            if k == 0 && slot > 0 {
-                notes.push(Note {
-                    onset: start,
-                    duration: onset - start,
-                    pitch: None,
-                });
-            }
-            let next = chosen
-                .get(k + 1)
-                .map_or(start + 4.0, |&s| start + twelfths(s));
-            let gap = next - onset;
-            // Some notes are detached: they stop at the next beat, then a rest.
-            let beat_end = (onset + 1e-6).ceil();
-            if beat_end < next - 1e-6 && rng.gen_bool(0.3) {
-                notes.push(Note {
-                    onset,
-                    duration: beat_end - onset,
-                    pitch: Some(pitches[k] as u8),
-                });
-                notes.push(Note {
-                    onset: beat_end,
-                    duration: next - beat_end,
-                    pitch: None,
-                });
-            } else {
-                notes.push(Note {
-                    onset,
-                    duration: gap,
-                    pitch: Some(pitches[k] as u8),
-                });
-            }
-        }
+        let (bar, chosen) = bar_factors(rng);
+        factors[b] = bar;
+        let pitches = bar_pitches(&scale, tonic_midi, root, &bar);
+        push_bar_notes(rng, start, &chosen, &pitches, &mut notes);
     }
     let melody = Melody {
         id: format!("synthetic-{index:05}"),
@@ -185,6 +100,117 @@ fn piece(rng: &mut ChaCha8Rng, index: usize) -> (Melody, PieceFactors) {
             bars: factors,
         },
     )
+}
+
+/// Draws one bar's factors and its sorted onset slots (ticks of the bar, six per beat).
+fn bar_factors(rng: &mut ChaCha8Rng) -> (BarFactors, Vec<usize>) {
+    let rhythm = rng.gen_range(0..RHYTHM_FAMILIES.len());
+    let family = RHYTHM_FAMILIES[rhythm];
+    let slots: Vec<usize> = (0..4)
+        .flat_map(|beat| family.iter().map(move |&t| beat * 6 + t))
+        .collect();
+    let n = rng.gen_range(1..=12usize.min(slots.len()));
+    // Choose n slots; the downbeat is kept most of the time.
+    let mut chosen: Vec<usize> = Vec::with_capacity(n);
+    if rng.gen_bool(0.8) {
+        chosen.push(0);
+    }
+    while chosen.len() < n {
+        let s = slots[rng.gen_range(0..slots.len())];
+        if !chosen.contains(&s) {
+            chosen.push(s);
+        }
+    }
+    chosen.sort_unstable();
+    let step = rng.gen_range(0..=3i32);
+    let direction = rng.gen_range(0..4u8);
+    let factors = BarFactors {
+        notes: n,
+        rhythm,
+        step,
+        direction,
+    };
+    (factors, chosen)
+}
+
+/// MIDI pitches of a bar's notes: chord tones of `root` along the bar's contour, moved into range.
+fn bar_pitches(scale: &[u8; 7], tonic_midi: i32, root: i32, bar: &BarFactors) -> Vec<i32> {
+    let (n, step) = (bar.notes, bar.step);
+    // Chord-tone indices: tone k of the chord on `root` is scale index root + 2k.
+    let half = n.div_ceil(2) as i32;
+    let tones: Vec<i32> = (0..n as i32)
+        .map(|k| match bar.direction {
+            0 => k * step,
+            1 => -k * step,
+            2 => step * if k < half { k } else { 2 * half - k - 2 },
+            _ => -step * if k < half { k } else { 2 * half - k - 2 },
+        })
+        .collect();
+    let mut pitches: Vec<i32> = tones
+        .iter()
+        .map(|&t| scale_pitch(scale, tonic_midi, root + 2 * t))
+        .collect();
+    // Shift by octaves into range; squeeze the step if the bar is still too wide.
+    let (lo, hi) = (
+        *pitches.iter().min().unwrap(),
+        *pitches.iter().max().unwrap(),
+    );
+    let mut shift = 0;
+    while lo + shift < MIN_PITCH {
+        shift += 12;
+    }
+    while hi + shift > MAX_PITCH && lo + shift - 12 >= MIN_PITCH {
+        shift -= 12;
+    }
+    for p in pitches.iter_mut() {
+        *p = (*p + shift).clamp(MIN_PITCH, MAX_PITCH);
+    }
+    pitches
+}
+
+/// Appends the notes and rests of the bar starting at `start`, detaching some notes at random.
+fn push_bar_notes(
+    rng: &mut ChaCha8Rng,
+    start: f64,
+    chosen: &[usize],
+    pitches: &[i32],
+    notes: &mut Vec<Note>,
+) {
+    let twelfths = |tick: usize| crate::music::token::tick_twelfths(tick) as f64 / 12.0;
+    for (k, &slot) in chosen.iter().enumerate() {
+        let onset = start + twelfths(slot);
+        if k == 0 && slot > 0 {
+            notes.push(Note {
+                onset: start,
+                duration: onset - start,
+                pitch: None,
+            });
+        }
+        let next = chosen
+            .get(k + 1)
+            .map_or(start + 4.0, |&s| start + twelfths(s));
+        let gap = next - onset;
+        // Some notes are detached: they stop at the next beat, then a rest.
+        let beat_end = (onset + 1e-6).ceil();
+        if beat_end < next - 1e-6 && rng.gen_bool(0.3) {
+            notes.push(Note {
+                onset,
+                duration: beat_end - onset,
+                pitch: Some(pitches[k] as u8),
+            });
+            notes.push(Note {
+                onset: beat_end,
+                duration: next - beat_end,
+                pitch: None,
+            });
+        } else {
+            notes.push(Note {
+                onset,
+                duration: gap,
+                pitch: Some(pitches[k] as u8),
+            });
+        }
+    }
 }
 
 #[cfg(test)]

@@ -622,149 +622,131 @@ impl Parser<'_> {
         })
     }
 
+    /// One line of the tune body, read token by token.
     fn music_line(&mut self, line: &str) -> Result<(), ImportError> {
-        // Quoted-printable residue from e-mailed files (Ryan's Mammoth has some): `=20` (space),
-        // `=3D` (`=`) and a trailing `=` (soft line break) are never valid ABC, so decode them.
-        let mut line = line
-            .replace("=20", " ")
-            .replace("=09", " ")
-            .replace("=3D", "=");
-        if line.trim_end().ends_with('=') {
-            line = line.trim_end().trim_end_matches('=').to_string();
-        }
-        let c: Vec<char> = line.chars().collect();
+        let c: Vec<char> = decode_quoted_printable(line).chars().collect();
         let mut i = 0;
         while i < c.len() {
-            let ch = c[i];
-            if !self.in_kept_voice() {
-                // Skip another voice's music up to the next inline voice change.
-                if ch == '[' && c.get(i + 1) == Some(&'V') && c.get(i + 2) == Some(&':') {
-                    i = self.inline_field(&c, i)?;
-                } else {
-                    i += 1;
-                }
-                continue;
-            }
-            match ch {
-                ' '
-                | '\t'
-                | '`'
-                | '\\'
-                | 'y'
-                | '$'
-                | '*'
-                | ')'
-                | '.'
-                | '~'
-                | 'H'..='W'
-                | 'h'..='w' => i += 1,
-                '"' => match c[i + 1..].iter().position(|&x| x == '"') {
-                    Some(k) => i += k + 2,
-                    None => return Err(self.err("unclosed chord symbol or annotation (\")")),
-                },
-                '!' | '+' => {
-                    // A decoration !name! / +name+; a lone '!' is the old ABC line break.
-                    let close = c[i + 1..].iter().position(|&x| x == ch);
-                    match close {
-                        Some(k)
-                            if k > 0
-                                && k <= 40
-                                && c[i + 1..i + 1 + k].iter().all(|&x| is_decoration_char(x)) =>
-                        {
-                            i += k + 2
-                        }
-                        _ => i += 1,
-                    }
-                }
-                '{' => match c[i + 1..].iter().position(|&x| x == '}') {
-                    Some(k) => i += k + 2,
-                    None => return Err(self.err("unclosed grace notes ({ without })")),
-                },
-                '(' => {
-                    if c.get(i + 1).is_some_and(|d| d.is_ascii_digit()) {
-                        i = self.tuplet(&c, i + 1)?;
-                    } else {
-                        i += 1; // slur
-                    }
-                }
-                '-' => {
-                    if let Some(Item::Note {
-                        tie,
-                        pitch: Some(_),
-                        ..
-                    }) = self.items.last_mut()
-                    {
-                        *tie = true;
-                        self.tie_from = self.last_note;
-                    }
-                    i += 1;
-                }
-                '>' | '<' => {
-                    let n = c[i..].iter().take_while(|&&x| x == ch).count();
-                    let small = 0.5f64.powi(n.min(4) as i32);
-                    let (prev, next) = if ch == '>' {
-                        (2.0 - small, small)
-                    } else {
-                        (small, 2.0 - small)
-                    };
-                    if let Some(Item::Note { dur, .. }) = self.items.last_mut() {
-                        *dur *= prev;
-                    }
-                    self.broken_next = next;
-                    i += n;
-                }
-                '[' if c.get(i + 1) == Some(&'|') && c.get(i + 2) == Some(&']') => i += 3, // invisible bar
-                '|' | ':' | '[' if ch != '[' || c.get(i + 1) == Some(&'|') => {
-                    i = self.barline(&c, i)?
-                }
-                '[' if c.get(i + 1).is_some_and(|d| d.is_ascii_digit()) => {
-                    let (nums, j) = ending_numbers(&c, i + 1);
-                    self.items.push(Item::Ending(nums));
-                    i = j;
-                }
-                '[' if c.get(i + 1).is_some_and(|d| d.is_ascii_alphabetic())
-                    && c.get(i + 2) == Some(&':') =>
-                {
-                    i = self.inline_field(&c, i)?
-                }
-                '[' => i = self.chord(&c, i)?,
-                ']' | '}' => i += 1, // stray closing bracket: nothing to play
-                '0'..='9' if matches!(self.items.last(), Some(Item::Bar(_))) => {
-                    // An ending written apart from its bar, e.g. at the start of the next line.
-                    let (nums, j) = ending_numbers(&c, i);
-                    self.items.push(Item::Ending(nums));
-                    i = j;
-                }
-                '^' | '_' | '=' | 'A'..='G' | 'a'..='g' => {
-                    let (pitch, units, j) = self.note(&c, i)?;
-                    self.tie_from = None;
-                    self.push_event(Some(pitch), units);
-                    i = j;
-                }
-                'z' | 'x' => {
-                    let (units, j) = parse_length(&c, i + 1).map_err(|m| self.err(m))?;
-                    self.tie_from = None;
-                    self.push_event(None, units);
-                    i = j;
-                }
-                'Z' => {
-                    let (n, j) = parse_number(&c, i + 1);
-                    let bars = n.unwrap_or(1);
-                    if bars == 0 || bars > MAX_MULTI_REST {
-                        return Err(self.err(format!("multi-measure rest Z{bars} is out of range")));
-                    }
-                    self.tie_from = None;
-                    self.items.push(Item::MultiRest {
-                        bars,
-                        meter: self.meter,
-                    });
-                    i = j;
-                }
-                '&' => return Err(self.err("voice overlay (&) is not supported")),
-                other => return Err(self.err(format!("unexpected character '{other}'"))),
-            }
+            i = if self.in_kept_voice() {
+                self.music_token(&c, i)?
+            } else {
+                self.skip_other_voice(&c, i)?
+            };
         }
         Ok(())
+    }
+
+    /// Skips another voice's music up to the next inline voice change: the index after `c[i]`.
+    fn skip_other_voice(&mut self, c: &[char], i: usize) -> Result<usize, ImportError> {
+        if c[i] == '[' && c.get(i + 1) == Some(&'V') && c.get(i + 2) == Some(&':') {
+            self.inline_field(c, i)
+        } else {
+            Ok(i + 1)
+        }
+    }
+
+    /// Reads the token starting at `c[i]` (note, rest, bar line, decoration, ...): the index after it.
+    fn music_token(&mut self, c: &[char], i: usize) -> Result<usize, ImportError> {
+        let ch = c[i];
+        match ch {
+            ' ' | '\t' | '`' | '\\' | 'y' | '$' | '*' | ')' | '.' | '~' | 'H'..='W' | 'h'..='w' => {
+                Ok(i + 1)
+            }
+            '"' => skip_past(c, i, '"')
+                .ok_or_else(|| self.err("unclosed chord symbol or annotation (\")")),
+            '!' | '+' => Ok(decoration_end(c, i)),
+            '{' => {
+                skip_past(c, i, '}').ok_or_else(|| self.err("unclosed grace notes ({ without })"))
+            }
+            '(' if c.get(i + 1).is_some_and(|d| d.is_ascii_digit()) => self.tuplet(c, i + 1),
+            '(' => Ok(i + 1), // slur
+            '-' => {
+                self.tie();
+                Ok(i + 1)
+            }
+            '>' | '<' => Ok(self.broken_rhythm(c, i)),
+            '[' if c.get(i + 1) == Some(&'|') && c.get(i + 2) == Some(&']') => Ok(i + 3), // invisible bar
+            '|' | ':' | '[' if ch != '[' || c.get(i + 1) == Some(&'|') => self.barline(c, i),
+            '[' if c.get(i + 1).is_some_and(|d| d.is_ascii_digit()) => Ok(self.ending(c, i + 1)),
+            '[' if c.get(i + 1).is_some_and(|d| d.is_ascii_alphabetic())
+                && c.get(i + 2) == Some(&':') =>
+            {
+                self.inline_field(c, i)
+            }
+            '[' => self.chord(c, i),
+            ']' | '}' => Ok(i + 1), // stray closing bracket: nothing to play
+            '0'..='9' if matches!(self.items.last(), Some(Item::Bar(_))) => {
+                // An ending written apart from its bar, e.g. at the start of the next line.
+                Ok(self.ending(c, i))
+            }
+            '^' | '_' | '=' | 'A'..='G' | 'a'..='g' => {
+                let (pitch, units, j) = self.note(c, i)?;
+                self.tie_from = None;
+                self.push_event(Some(pitch), units);
+                Ok(j)
+            }
+            'z' | 'x' => {
+                let (units, j) = parse_length(c, i + 1).map_err(|m| self.err(m))?;
+                self.tie_from = None;
+                self.push_event(None, units);
+                Ok(j)
+            }
+            'Z' => self.multi_rest(c, i),
+            '&' => Err(self.err("voice overlay (&) is not supported")),
+            other => Err(self.err(format!("unexpected character '{other}'"))),
+        }
+    }
+
+    /// `-`: ties the last note (not a rest) to the next one.
+    fn tie(&mut self) {
+        if let Some(Item::Note {
+            tie,
+            pitch: Some(_),
+            ..
+        }) = self.items.last_mut()
+        {
+            *tie = true;
+            self.tie_from = self.last_note;
+        }
+    }
+
+    /// Broken rhythm `>`, `>>`, `<`, ... at `c[i]`: lengthens one note and shortens the other.
+    fn broken_rhythm(&mut self, c: &[char], i: usize) -> usize {
+        let ch = c[i];
+        let n = c[i..].iter().take_while(|&&x| x == ch).count();
+        let small = 0.5f64.powi(n.min(4) as i32);
+        let (prev, next) = if ch == '>' {
+            (2.0 - small, small)
+        } else {
+            (small, 2.0 - small)
+        };
+        if let Some(Item::Note { dur, .. }) = self.items.last_mut() {
+            *dur *= prev;
+        }
+        self.broken_next = next;
+        i + n
+    }
+
+    /// The ending numbers starting at `c[i]` (`1`, `1,2`, `1-3`): the index after them.
+    fn ending(&mut self, c: &[char], i: usize) -> usize {
+        let (nums, j) = ending_numbers(c, i);
+        self.items.push(Item::Ending(nums));
+        j
+    }
+
+    /// A multi-measure rest `Z` or `Z4` at `c[i]`: the index after it.
+    fn multi_rest(&mut self, c: &[char], i: usize) -> Result<usize, ImportError> {
+        let (n, j) = parse_number(c, i + 1);
+        let bars = n.unwrap_or(1);
+        if bars == 0 || bars > MAX_MULTI_REST {
+            return Err(self.err(format!("multi-measure rest Z{bars} is out of range")));
+        }
+        self.tie_from = None;
+        self.items.push(Item::MultiRest {
+            bars,
+            meter: self.meter,
+        });
+        Ok(j)
     }
 
     /// `(p:q:r` starting after the '('.
@@ -960,6 +942,41 @@ impl Parser<'_> {
             }
         }
         Ok(j)
+    }
+}
+
+/// Decodes quoted-printable residue from e-mailed files (Ryan's Mammoth has some): `=20`
+/// (space), `=3D` (`=`) and a trailing `=` (soft line break) are never valid ABC.
+fn decode_quoted_printable(line: &str) -> String {
+    let mut line = line
+        .replace("=20", " ")
+        .replace("=09", " ")
+        .replace("=3D", "=");
+    if line.trim_end().ends_with('=') {
+        line = line.trim_end().trim_end_matches('=').to_string();
+    }
+    line
+}
+
+/// The index after the next `close` following `c[i]`, or `None` if there is none.
+fn skip_past(c: &[char], i: usize, close: char) -> Option<usize> {
+    c[i + 1..]
+        .iter()
+        .position(|&x| x == close)
+        .map(|k| i + k + 2)
+}
+
+/// The index after a decoration `!name!` / `+name+` at `c[i]`; a lone '!' (the old ABC line
+/// break) or '+' is skipped alone.
+fn decoration_end(c: &[char], i: usize) -> usize {
+    let ch = c[i];
+    match c[i + 1..].iter().position(|&x| x == ch) {
+        Some(k)
+            if k > 0 && k <= 40 && c[i + 1..i + 1 + k].iter().all(|&x| is_decoration_char(x)) =>
+        {
+            i + k + 2
+        }
+        _ => i + 1,
     }
 }
 

@@ -99,43 +99,9 @@ pub fn read_bytes(
     check_chunks(bytes).map_err(|m| err("parse", m))?;
     let smf =
         Smf::parse(bytes).map_err(|e| err("parse", format!("not a readable MIDI file: {e}")))?;
-    let ppq = match smf.header.timing {
-        Timing::Metrical(t) if t.as_int() > 0 => t.as_int() as u64,
-        Timing::Metrical(_) => {
-            return Err(err("timing", "the header gives 0 ticks per beat".into()))
-        }
-        Timing::Timecode(fps, sub) => {
-            return Err(err(
-                "timing",
-                format!(
-                    "SMPTE timecode timing ({} fps x {sub} subframes) has no beats; \
-                     only files with ticks per quarter note can be read",
-                    fps.as_f32()
-                ),
-            ))
-        }
-    };
+    let ppq = ticks_per_beat(smf.header.timing).map_err(|m| err("timing", m))?;
     let tracks: Vec<TrackData> = smf.tracks.iter().map(|t| read_track(t)).collect();
-
-    let chosen = match opts.track {
-        Some(i) => {
-            let track = tracks.get(i).ok_or_else(|| {
-                err(
-                    "track",
-                    format!(
-                        "track index {i} is out of range: the file has {} track(s)",
-                        tracks.len()
-                    ),
-                )
-            })?;
-            if track.notes.is_empty() {
-                return Err(err("track", format!("track {i} has no notes")));
-            }
-            (i, track.notes.clone())
-        }
-        None => choose_line(&tracks).ok_or_else(|| err("empty", "no notes in any track".into()))?,
-    };
-    let (track_index, raw) = chosen;
+    let (track_index, raw) = chosen_notes(&tracks, opts.track).map_err(|(r, m)| err(r, m))?;
 
     let (grid_notes, report) = snap_notes(&raw, ppq);
     if grid_notes.is_empty() {
@@ -149,60 +115,11 @@ pub fn read_bytes(
     }
     let line = top_line(&grid_notes);
 
-    // Time signatures: the chosen track's own in a format-2 file, else those of every track.
-    let mut signatures: Vec<(u64, u32, u32)> = if smf.header.format == Format::Sequential {
-        tracks[track_index].time_signatures.clone()
-    } else {
-        tracks
-            .iter()
-            .flat_map(|t| t.time_signatures.iter().copied())
-            .collect()
-    };
-    signatures.sort_by_key(|s| s.0);
-    let signatures: Vec<(u64, (u32, u32))> = signatures
-        .into_iter()
-        .map(|(tick, n, d)| (snap(tick, ppq).0 * UNITS_PER_TWELFTH, (n, d)))
-        .collect();
-
+    let signatures = unit_signatures(smf.header.format, &tracks, track_index, ppq);
     let music_end = line.last().map_or(0, |n| n.end) * UNITS_PER_TWELFTH;
     let track_end = snap(tracks[track_index].end, ppq).0 * UNITS_PER_TWELFTH;
     let bars = bars(&signatures, music_end, track_end).map_err(|m| err("parse", m))?;
     let piece_end = bars.last().map_or(0, |&(start, len, _)| start + len);
-
-    let beats = |units: u64| units as f64 / UNITS_PER_BEAT as f64;
-    let melody_bars = bars
-        .iter()
-        .map(|&(start, len, ts)| Bar {
-            start: beats(start),
-            duration: beats(len),
-            time_signature: ts,
-        })
-        .collect();
-    let mut notes = Vec::with_capacity(line.len() * 2 + 1);
-    let mut at = 0u64;
-    for n in &line {
-        let (start, end) = (n.start * UNITS_PER_TWELFTH, n.end * UNITS_PER_TWELFTH);
-        if start > at {
-            notes.push(Note {
-                onset: beats(at),
-                duration: beats(start - at),
-                pitch: None,
-            });
-        }
-        notes.push(Note {
-            onset: beats(start),
-            duration: beats(end - start),
-            pitch: Some(n.key),
-        });
-        at = end;
-    }
-    if piece_end > at {
-        notes.push(Note {
-            onset: beats(at),
-            duration: beats(piece_end - at),
-            pitch: None,
-        });
-    }
 
     let title = [&tracks[0].name, &tracks[track_index].name]
         .into_iter()
@@ -213,11 +130,119 @@ pub fn read_bytes(
         Melody {
             id: source.to_string(),
             title,
-            notes,
-            bars: melody_bars,
+            notes: line_notes(&line, piece_end),
+            bars: melody_bars(&bars),
         },
         report,
     ))
+}
+
+/// Ticks per beat of the header's timing; SMPTE timecode and 0 ticks per beat are errors.
+fn ticks_per_beat(timing: Timing) -> Result<u64, String> {
+    match timing {
+        Timing::Metrical(t) if t.as_int() > 0 => Ok(t.as_int() as u64),
+        Timing::Metrical(_) => Err("the header gives 0 ticks per beat".into()),
+        Timing::Timecode(fps, sub) => Err(format!(
+            "SMPTE timecode timing ({} fps x {sub} subframes) has no beats; \
+             only files with ticks per quarter note can be read",
+            fps.as_f32()
+        )),
+    }
+}
+
+/// The track index and notes of the melody: the requested track, else the best line
+/// ([`choose_line`]); errors as (reason, message).
+fn chosen_notes(
+    tracks: &[TrackData],
+    requested: Option<usize>,
+) -> Result<(usize, Vec<RawNote>), (&'static str, String)> {
+    match requested {
+        Some(i) => {
+            let track = tracks.get(i).ok_or_else(|| {
+                (
+                    "track",
+                    format!(
+                        "track index {i} is out of range: the file has {} track(s)",
+                        tracks.len()
+                    ),
+                )
+            })?;
+            if track.notes.is_empty() {
+                return Err(("track", format!("track {i} has no notes")));
+            }
+            Ok((i, track.notes.clone()))
+        }
+        None => choose_line(tracks).ok_or_else(|| ("empty", "no notes in any track".into())),
+    }
+}
+
+/// Time signatures as (start in 1/192 beat, signature), sorted by time: the chosen track's own
+/// in a format-2 file, else those of every track.
+fn unit_signatures(
+    format: Format,
+    tracks: &[TrackData],
+    track_index: usize,
+    ppq: u64,
+) -> Vec<(u64, (u32, u32))> {
+    let mut signatures: Vec<(u64, u32, u32)> = if format == Format::Sequential {
+        tracks[track_index].time_signatures.clone()
+    } else {
+        tracks
+            .iter()
+            .flat_map(|t| t.time_signatures.iter().copied())
+            .collect()
+    };
+    signatures.sort_by_key(|s| s.0);
+    signatures
+        .into_iter()
+        .map(|(tick, n, d)| (snap(tick, ppq).0 * UNITS_PER_TWELFTH, (n, d)))
+        .collect()
+}
+
+/// A length in 1/192 beat, in beats.
+fn unit_beats(units: u64) -> f64 {
+    units as f64 / UNITS_PER_BEAT as f64
+}
+
+/// The melody's bars, in beats.
+fn melody_bars(bars: &[UnitBar]) -> Vec<Bar> {
+    bars.iter()
+        .map(|&(start, len, ts)| Bar {
+            start: unit_beats(start),
+            duration: unit_beats(len),
+            time_signature: ts,
+        })
+        .collect()
+}
+
+/// The notes of the top line in beats, with rests filling the gaps up to `piece_end` (1/192 beat).
+fn line_notes(line: &[GridNote], piece_end: u64) -> Vec<Note> {
+    let mut notes = Vec::with_capacity(line.len() * 2 + 1);
+    let mut at = 0u64;
+    for n in line {
+        let (start, end) = (n.start * UNITS_PER_TWELFTH, n.end * UNITS_PER_TWELFTH);
+        if start > at {
+            notes.push(Note {
+                onset: unit_beats(at),
+                duration: unit_beats(start - at),
+                pitch: None,
+            });
+        }
+        notes.push(Note {
+            onset: unit_beats(start),
+            duration: unit_beats(end - start),
+            pitch: Some(n.key),
+        });
+        at = end;
+    }
+    if piece_end > at {
+        notes.push(Note {
+            onset: unit_beats(at),
+            duration: unit_beats(piece_end - at),
+            pitch: None,
+        });
+    }
+    notes
 }
 
 /// Reads the melody of the MIDI file at `path` (see [`read_bytes`]).

@@ -614,128 +614,27 @@ fn read_part(part: &El) -> Result<Vec<MeasureData>, String> {
     let mut ts = (4u32, 4u32);
     let mut out = Vec::new();
     for m in part.children("measure") {
-        let num = m.attr("number").unwrap_or("?");
-        let mut md = MeasureData::default();
-        let mut pos = 0.0f64;
-        let mut max_pos = 0.0f64;
-        let mut last_onset = 0.0f64;
+        let mut reader = MeasureReader::new(m.attr("number").unwrap_or("?"), divisions, ts);
         for c in &m.kids {
-            match c.name.as_str() {
-                "attributes" => {
-                    if let Some(d) = c.child_text("divisions") {
-                        let d = number(d, "divisions", num)?;
-                        if d <= 0.0 {
-                            return Err(format!("measure {num}: <divisions> must be positive"));
-                        }
-                        divisions = d;
-                    }
-                    if let Some(t) = c.children("time").find_map(time_signature) {
-                        ts = t;
-                    }
-                }
-                "note" => {
-                    if c.child("grace").is_some() {
-                        continue;
-                    }
-                    let chord = c.child("chord").is_some();
-                    let duration = match c.child_text("duration") {
-                        Some(d) => quarters(d, divisions, num)?,
-                        None => type_duration(c).unwrap_or(0.0),
-                    };
-                    let onset = if chord { last_onset } else { pos };
-                    if !chord {
-                        last_onset = pos;
-                        pos += duration;
-                        max_pos = max_pos.max(pos);
-                    }
-                    if c.child("cue").is_some() {
-                        continue;
-                    }
-                    let pitch = match c.child("pitch") {
-                        Some(p) if c.child("rest").is_none() => Some(midi_pitch(p, num)?),
-                        _ => None,
-                    };
-                    let voice = c.child_text("voice").unwrap_or("1").to_owned();
-                    let ev = Event1 {
-                        onset,
-                        duration,
-                        pitch,
-                        tie_stop: tie_flags(c),
-                        voice,
-                    };
-                    if chord {
-                        if let Some(prev) = md.events.last_mut() {
-                            if prev.voice == ev.voice && (prev.onset - ev.onset).abs() < EPS {
-                                if ev.pitch > prev.pitch {
-                                    *prev = ev;
-                                }
-                                continue;
-                            }
-                        }
-                    }
-                    md.events.push(ev);
-                }
-                "backup" => {
-                    let d = c
-                        .child_text("duration")
-                        .map(|d| quarters(d, divisions, num))
-                        .transpose()?;
-                    pos = (pos - d.unwrap_or(0.0)).max(0.0);
-                }
-                "forward" => {
-                    let d = c
-                        .child_text("duration")
-                        .map(|d| quarters(d, divisions, num))
-                        .transpose()?;
-                    pos += d.unwrap_or(0.0);
-                    max_pos = max_pos.max(pos);
-                }
-                "barline" => {
-                    for r in c.children("repeat") {
-                        match r.attr("direction") {
-                            Some("forward") => md.forward_repeat = true,
-                            Some("backward") => {
-                                let times = r
-                                    .attr("times")
-                                    .and_then(|t| t.trim().parse::<u32>().ok())
-                                    .unwrap_or(2)
-                                    .clamp(1, MAX_REPEAT_TIMES + 1);
-                                md.backward_repeat = Some(times - 1);
-                            }
-                            _ => {}
-                        }
-                    }
-                    for e in c.children("ending") {
-                        match e.attr("type") {
-                            Some("start") => {
-                                let nums: Vec<u32> = e
-                                    .attr("number")
-                                    .unwrap_or("")
-                                    .split(|ch: char| !ch.is_ascii_digit())
-                                    .filter_map(|s| s.parse().ok())
-                                    .collect();
-                                md.ending_start = Some(nums);
-                            }
-                            Some("stop") | Some("discontinue") => md.ending_stop = true,
-                            _ => {}
-                        }
-                    }
-                }
-                _ => {}
-            }
+            reader.element(c)?;
         }
-        md.duration = max_pos;
-        md.time_signature = ts;
-        out.push(md);
+        divisions = reader.divisions;
+        ts = reader.ts;
+        out.push(reader.finish());
     }
-    // Keep one voice: the part's first, or a measure's own first where that one is silent.
-    let main_voice = out
+    keep_main_voice(&mut out);
+    Ok(out)
+}
+
+/// Keeps one voice: the part's first, or a measure's own first where that one is silent.
+fn keep_main_voice(measures: &mut [MeasureData]) {
+    let main_voice = measures
         .iter()
         .flat_map(|m| m.events.first())
         .map(|e| e.voice.clone())
         .next();
     if let Some(main) = main_voice {
-        for m in &mut out {
+        for m in measures {
             let voice = if m.events.iter().any(|e| e.voice == main) {
                 main.clone()
             } else {
@@ -747,7 +646,169 @@ fn read_part(part: &El) -> Result<Vec<MeasureData>, String> {
             m.events.retain(|e| e.voice == voice);
         }
     }
-    Ok(out)
+}
+
+/// Reads the children of one `<measure>` in order, tracking the position in the measure.
+struct MeasureReader<'a> {
+    /// The measure's number, for errors.
+    num: &'a str,
+    /// Divisions per quarter note in force (carries over to the next measure).
+    divisions: f64,
+    /// Time signature in force (carries over to the next measure).
+    ts: (u32, u32),
+    md: MeasureData,
+    /// Current position, in quarter notes from the measure start.
+    pos: f64,
+    /// Furthest position reached: the measure's length.
+    max_pos: f64,
+    /// Onset of the last non-chord note, shared by the chord notes that follow it.
+    last_onset: f64,
+}
+
+impl<'a> MeasureReader<'a> {
+    /// A reader at the start of measure `num`, with the divisions and time signature in force.
+    fn new(num: &'a str, divisions: f64, ts: (u32, u32)) -> Self {
+        MeasureReader {
+            num,
+            divisions,
+            ts,
+            md: MeasureData::default(),
+            pos: 0.0,
+            max_pos: 0.0,
+            last_onset: 0.0,
+        }
+    }
+
+    /// Reads one child element of the measure.
+    fn element(&mut self, c: &El) -> Result<(), String> {
+        match c.name.as_str() {
+            "attributes" => self.attributes(c)?,
+            "note" => self.note(c)?,
+            "backup" => {
+                let d = self.duration(c)?;
+                self.pos = (self.pos - d.unwrap_or(0.0)).max(0.0);
+            }
+            "forward" => {
+                let d = self.duration(c)?;
+                self.pos += d.unwrap_or(0.0);
+                self.max_pos = self.max_pos.max(self.pos);
+            }
+            "barline" => barline_marks(c, &mut self.md),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The measure as read, with its length and time signature.
+    fn finish(mut self) -> MeasureData {
+        self.md.duration = self.max_pos;
+        self.md.time_signature = self.ts;
+        self.md
+    }
+
+    /// `<duration>` of a `<backup>` or `<forward>` in quarter notes, if it has one.
+    fn duration(&self, c: &El) -> Result<Option<f64>, String> {
+        c.child_text("duration")
+            .map(|d| quarters(d, self.divisions, self.num))
+            .transpose()
+    }
+
+    /// `<attributes>`: new divisions and time signature.
+    fn attributes(&mut self, c: &El) -> Result<(), String> {
+        if let Some(d) = c.child_text("divisions") {
+            let d = number(d, "divisions", self.num)?;
+            if d <= 0.0 {
+                return Err(format!(
+                    "measure {}: <divisions> must be positive",
+                    self.num
+                ));
+            }
+            self.divisions = d;
+        }
+        if let Some(t) = c.children("time").find_map(time_signature) {
+            self.ts = t;
+        }
+        Ok(())
+    }
+
+    /// `<note>`: advances the position and keeps the event (the top note of a chord); grace
+    /// notes are skipped, cue notes only take time.
+    fn note(&mut self, c: &El) -> Result<(), String> {
+        if c.child("grace").is_some() {
+            return Ok(());
+        }
+        let chord = c.child("chord").is_some();
+        let duration = match c.child_text("duration") {
+            Some(d) => quarters(d, self.divisions, self.num)?,
+            None => type_duration(c).unwrap_or(0.0),
+        };
+        let onset = if chord { self.last_onset } else { self.pos };
+        if !chord {
+            self.last_onset = self.pos;
+            self.pos += duration;
+            self.max_pos = self.max_pos.max(self.pos);
+        }
+        if c.child("cue").is_some() {
+            return Ok(());
+        }
+        let pitch = match c.child("pitch") {
+            Some(p) if c.child("rest").is_none() => Some(midi_pitch(p, self.num)?),
+            _ => None,
+        };
+        let voice = c.child_text("voice").unwrap_or("1").to_owned();
+        let ev = Event1 {
+            onset,
+            duration,
+            pitch,
+            tie_stop: tie_flags(c),
+            voice,
+        };
+        if chord {
+            if let Some(prev) = self.md.events.last_mut() {
+                if prev.voice == ev.voice && (prev.onset - ev.onset).abs() < EPS {
+                    if ev.pitch > prev.pitch {
+                        *prev = ev;
+                    }
+                    return Ok(());
+                }
+            }
+        }
+        self.md.events.push(ev);
+        Ok(())
+    }
+}
+
+/// Repeat and ending marks of a `<barline>`.
+fn barline_marks(c: &El, md: &mut MeasureData) {
+    for r in c.children("repeat") {
+        match r.attr("direction") {
+            Some("forward") => md.forward_repeat = true,
+            Some("backward") => {
+                let times = r
+                    .attr("times")
+                    .and_then(|t| t.trim().parse::<u32>().ok())
+                    .unwrap_or(2)
+                    .clamp(1, MAX_REPEAT_TIMES + 1);
+                md.backward_repeat = Some(times - 1);
+            }
+            _ => {}
+        }
+    }
+    for e in c.children("ending") {
+        match e.attr("type") {
+            Some("start") => {
+                let nums: Vec<u32> = e
+                    .attr("number")
+                    .unwrap_or("")
+                    .split(|ch: char| !ch.is_ascii_digit())
+                    .filter_map(|s| s.parse().ok())
+                    .collect();
+                md.ending_start = Some(nums);
+            }
+            Some("stop") | Some("discontinue") => md.ending_stop = true,
+            _ => {}
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
