@@ -206,6 +206,92 @@ impl CheckpointMeta {
         cfg.validate()?;
         Ok(cfg)
     }
+
+    /// Whether `name` is an attribute this build knows (any name for image models).
+    fn knows_attribute(music: bool, name: &str) -> bool {
+        !music || Attribute::from_name(name).is_some()
+    }
+
+    /// Checks that the vocabulary is this build's (empty for image models).
+    fn check_vocabulary(&self, music: bool) -> Result<(), String> {
+        let ours = if music { vocabulary() } else { Vec::new() };
+        if self.vocabulary != ours {
+            let first = self
+                .vocabulary
+                .iter()
+                .zip(&ours)
+                .position(|(a, b)| a != b)
+                .unwrap_or(self.vocabulary.len().min(ours.len()));
+            return Err(format!(
+                "vocabulary differs from this build's ({} tokens vs {}; first difference at token {first})",
+                self.vocabulary.len(),
+                ours.len()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks that the attributes are known and sit on distinct latent dimensions below `latent`.
+    fn check_attributes(&self, music: bool, latent: usize) -> Result<(), String> {
+        let mut seen = Vec::new();
+        for a in &self.attributes {
+            if !Self::knows_attribute(music, &a.name) {
+                return Err(format!("unknown attribute {:?}", a.name));
+            }
+            if a.latent_dim >= latent {
+                return Err(format!(
+                    "attribute {} on latent dimension {} but the model has {latent}",
+                    a.name, a.latent_dim
+                ));
+            }
+            if seen.contains(&a.latent_dim) {
+                return Err(format!(
+                    "latent dimension {} is used by two attributes",
+                    a.latent_dim
+                ));
+            }
+            seen.push(a.latent_dim);
+        }
+        Ok(())
+    }
+
+    /// Checks that each calibration is of a known attribute on a latent dimension below
+    /// `latent`, with finite, increasing points.
+    fn check_calibration(&self, music: bool, latent: usize) -> Result<(), String> {
+        for c in &self.calibration {
+            if !Self::knows_attribute(music, &c.attribute) {
+                return Err(format!(
+                    "calibration for unknown attribute {:?}",
+                    c.attribute
+                ));
+            }
+            if c.latent_dim >= latent {
+                return Err(format!(
+                    "calibration of {} on latent dimension {} but the model has {latent}",
+                    c.attribute, c.latent_dim
+                ));
+            }
+            if c.points
+                .iter()
+                .any(|(z, v)| !z.is_finite() || !v.is_finite())
+            {
+                return Err(format!(
+                    "calibration of {} has a non-finite point",
+                    c.attribute
+                ));
+            }
+            if c.points
+                .windows(2)
+                .any(|w| w[1].0 < w[0].0 || w[1].1 < w[0].1)
+            {
+                return Err(format!(
+                    "calibration of {} does not increase (its points must be sorted by latent value and attribute)",
+                    c.attribute
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A checkpoint could not be read, validated or written; names the file and the problem.
@@ -284,73 +370,10 @@ impl Checkpoint {
         let shapes = expected_shapes(&meta.model_kind, &meta.config)?;
         // Image models have no vocabulary and name their attributes after the dataset's.
         let music = meta.model_kind == MEASURE_VAE_KIND;
-        let known = |name: &str| !music || Attribute::from_name(name).is_some();
-        let ours = if music { vocabulary() } else { Vec::new() };
-        if meta.vocabulary != ours {
-            let first = meta
-                .vocabulary
-                .iter()
-                .zip(&ours)
-                .position(|(a, b)| a != b)
-                .unwrap_or(meta.vocabulary.len().min(ours.len()));
-            return Err(format!(
-                "vocabulary differs from this build's ({} tokens vs {}; first difference at token {first})",
-                meta.vocabulary.len(),
-                ours.len()
-            ));
-        }
+        meta.check_vocabulary(music)?;
         let latent = latent_size(&meta.model_kind, &meta.config).unwrap_or(usize::MAX);
-        let mut seen = Vec::new();
-        for a in &meta.attributes {
-            if !known(&a.name) {
-                return Err(format!("unknown attribute {:?}", a.name));
-            }
-            if a.latent_dim >= latent {
-                return Err(format!(
-                    "attribute {} on latent dimension {} but the model has {latent}",
-                    a.name, a.latent_dim
-                ));
-            }
-            if seen.contains(&a.latent_dim) {
-                return Err(format!(
-                    "latent dimension {} is used by two attributes",
-                    a.latent_dim
-                ));
-            }
-            seen.push(a.latent_dim);
-        }
-        for c in &meta.calibration {
-            if !known(&c.attribute) {
-                return Err(format!(
-                    "calibration for unknown attribute {:?}",
-                    c.attribute
-                ));
-            }
-            if c.latent_dim >= latent {
-                return Err(format!(
-                    "calibration of {} on latent dimension {} but the model has {latent}",
-                    c.attribute, c.latent_dim
-                ));
-            }
-            if c.points
-                .iter()
-                .any(|(z, v)| !z.is_finite() || !v.is_finite())
-            {
-                return Err(format!(
-                    "calibration of {} has a non-finite point",
-                    c.attribute
-                ));
-            }
-            if c.points
-                .windows(2)
-                .any(|w| w[1].0 < w[0].0 || w[1].1 < w[0].1)
-            {
-                return Err(format!(
-                    "calibration of {} does not increase (its points must be sorted by latent value and attribute)",
-                    c.attribute
-                ));
-            }
-        }
+        meta.check_attributes(music, latent)?;
+        meta.check_calibration(music, latent)?;
         if let Some(p) = &meta.prior {
             p.validate(latent).map_err(|e| format!("prior: {e}"))?;
         }
@@ -361,9 +384,25 @@ impl Checkpoint {
                 ));
             }
         }
+        let adam = self.check_tensors(&shapes)?;
+        if adam != 0 && adam != 2 * shapes.len() {
+            return Err(format!(
+                "optimizer state is incomplete ({adam} adam tensors, {} expected)",
+                2 * shapes.len()
+            ));
+        }
+        if adam != 0 && meta.train_state.is_none() {
+            return Err("optimizer tensors present but train_state is missing".to_string());
+        }
+        Ok(())
+    }
+
+    /// Checks that every tensor of `shapes` is present and that every stored tensor (parameter
+    /// or Adam moment) has its parameter's shape and finite values; returns the Adam tensor count.
+    fn check_tensors(&self, shapes: &[(String, Vec<usize>)]) -> Result<usize, String> {
         let expected: BTreeMap<&str, &Vec<usize>> =
             shapes.iter().map(|(n, s)| (n.as_str(), s)).collect();
-        for (name, shape) in &shapes {
+        for (name, shape) in shapes {
             match self.tensors.get(name) {
                 None => return Err(format!("tensor {name} is missing")),
                 Some((s, _)) if s != shape => {
@@ -405,16 +444,7 @@ impl Checkpoint {
                 return Err(format!("tensor {name} has a non-finite value at index {i}"));
             }
         }
-        if adam != 0 && adam != 2 * shapes.len() {
-            return Err(format!(
-                "optimizer state is incomplete ({adam} adam tensors, {} expected)",
-                2 * shapes.len()
-            ));
-        }
-        if adam != 0 && meta.train_state.is_none() {
-            return Err("optimizer tensors present but train_state is missing".to_string());
-        }
-        Ok(())
+        Ok(adam)
     }
 
     /// The model parameters only (no optimizer state).
