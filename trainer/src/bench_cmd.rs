@@ -3,7 +3,7 @@
 //! `scripts/bench_torch.py`.
 
 use anyhow::{Context, Result};
-use arvae_core::checkpoint::Checkpoint;
+use arvae_core::checkpoint::{Checkpoint, NamedTensors};
 use arvae_core::data::build::{build, BuildOptions, Silent};
 use arvae_core::data::npz::{write_npz, NpyArray, NpyData};
 use arvae_core::data::{Dataset, Split};
@@ -19,7 +19,7 @@ use clap::Args;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use std::time::Instant;
 
@@ -88,24 +88,11 @@ fn percentiles(mut v: Vec<f64>) -> (f64, f64, f64) {
 type StepFn<'a> = Box<dyn FnMut(&[usize], bool, &mut ChaCha8Rng) -> Result<f32> + 'a>;
 
 pub fn bench(a: BenchArgs) -> Result<()> {
-    let (ds, what) = match &a.data {
-        Some(p) => (Dataset::load(p)?, p.display().to_string()),
-        None => (
-            build(&BuildOptions::default(), &Silent).context("building the synthetic set")?,
-            "synthetic (built in memory)".to_string(),
-        ),
-    };
+    let (ds, what) = load_bench_data(&a)?;
     let mut idx = ds.indices(Split::Train);
     anyhow::ensure!(!idx.is_empty(), "the dataset has no training measures");
     idx.shuffle(&mut ChaCha8Rng::seed_from_u64(a.seed));
-    let n_batches = a.warmup + a.steps;
-    let batches: Vec<Vec<usize>> = (0..n_batches)
-        .map(|i| {
-            (0..a.batch)
-                .map(|j| idx[(i * a.batch + j) % idx.len()])
-                .collect()
-        })
-        .collect();
+    let batches = training_batches(&a, &idx);
     let cfg = MeasureVaeConfig::default();
     let loss = LossConfig::ar_vae_music();
     let init = MeasureVae::new(&cfg, a.seed, &Device::Cpu)?.to_tensors()?;
@@ -119,85 +106,11 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     );
     let mut coins = Vec::new();
     for engine in &a.engines {
-        let mut rng = ChaCha8Rng::seed_from_u64(a.seed ^ 0x5eed);
-        let mut run: StepFn = match engine.as_str() {
-            "native" => {
-                let mut e = NativeEngine::new(&cfg, &init, 1e-4).map_err(anyhow::Error::msg)?;
-                let nl = NativeLoss::from(&loss);
-                let ds = &ds;
-                Box::new(move |b, tf, rng| {
-                    let (t, at) = dataset_batch(ds, b);
-                    Ok(e.train_step(&t, &at, &nl, tf, rng).total)
-                })
-            }
-            "candle" => {
-                let model = MeasureVae::from_tensors(&cfg, &init, &Device::Cpu)?;
-                let mut adam = Adam::new(model.named_vars(), AdamConfig::default())?;
-                let ds = &ds;
-                let loss = &loss;
-                Box::new(move |b, tf, rng| {
-                    let (t, at) = dataset_batch(ds, b);
-                    let batch = Batch {
-                        tokens: Tensor::from_vec(t, (b.len(), 24), &Device::Cpu)?,
-                        attributes: Tensor::from_vec(at, (b.len(), 4), &Device::Cpu)?,
-                    };
-                    Ok(train_step(&model, &mut adam, &batch, loss, tf, rng)?.total)
-                })
-            }
-            other => anyhow::bail!("unknown engine '{other}' (native, candle)"),
-        };
-        let mut this_coins = Vec::new();
-        let mut last = 0.0;
-        let (mut t0, mut c0) = (Instant::now(), cpu_seconds());
-        for (i, b) in batches.iter().enumerate() {
-            if i == a.warmup {
-                (t0, c0) = (Instant::now(), cpu_seconds());
-            }
-            let tf = teacher_forcing_coin(&mut rng);
-            this_coins.push(tf as i64);
-            last = run(b, tf, &mut rng)?;
-        }
-        let secs = t0.elapsed().as_secs_f64();
-        let cpu = cpu_seconds() - c0;
-        println!(
-            "train {engine}: {:.1} measures/s ({:.3} s/step, {:.3} CPU s/step, batch {}, last loss {last:.4}, load average {})",
-            (a.steps * a.batch) as f64 / secs,
-            secs / a.steps.max(1) as f64,
-            cpu / a.steps.max(1) as f64,
-            a.batch,
-            load_average()
-        );
-        coins = this_coins;
+        let mut run = engine_step(engine, &cfg, &init, &loss, &ds)?;
+        coins = time_engine(&a, engine, &mut run, &batches)?;
     }
     if let Some(path) = &a.export {
-        let flat: Vec<usize> = batches.iter().flatten().copied().collect();
-        let (tokens, attrs) = dataset_batch(&ds, &flat);
-        if coins.is_empty() {
-            let mut rng = ChaCha8Rng::seed_from_u64(a.seed ^ 0x5eed);
-            coins = (0..n_batches).map(|_| rng.gen_bool(0.5) as i64).collect();
-        }
-        let n = flat.len();
-        let arr =
-            |shape: Vec<usize>, d: NpyData| NpyArray::new(shape, d).map_err(anyhow::Error::msg);
-        write_npz(
-            path,
-            &[
-                (
-                    "tokens",
-                    &arr(
-                        vec![n, 24],
-                        NpyData::I64(tokens.iter().map(|&x| x as i64).collect()),
-                    )?,
-                ),
-                ("attributes", &NpyArray::f32_2d(n, 4, attrs)),
-                ("teacher_forcing", &NpyArray::i64_1d(coins)),
-                (
-                    "config",
-                    &NpyArray::i64_1d(vec![a.batch as i64, a.warmup as i64, a.steps as i64]),
-                ),
-            ],
-        )?;
-        println!("exported {n_batches} batches to {}", path.display());
+        export_batches(&a, path, &ds, &batches, coins)?;
     }
     if a.infer_runs > 0 {
         // The shipped Bach model: the lockstep decoder's speed depends on how often a beat
@@ -214,6 +127,134 @@ pub fn bench(a: BenchArgs) -> Result<()> {
         Some(k) => println!("peak memory (VmHWM): {:.0} MiB", k as f64 / 1024.0),
         None => println!("peak memory (VmHWM): unavailable"),
     }
+    Ok(())
+}
+
+/// The dataset of `--data`, or the synthetic set built in memory, with a name to print.
+fn load_bench_data(a: &BenchArgs) -> Result<(Dataset, String)> {
+    Ok(match &a.data {
+        Some(p) => (Dataset::load(p)?, p.display().to_string()),
+        None => (
+            build(&BuildOptions::default(), &Silent).context("building the synthetic set")?,
+            "synthetic (built in memory)".to_string(),
+        ),
+    })
+}
+
+/// The warm-up and timed batches: consecutive runs of `idx`, wrapping around.
+fn training_batches(a: &BenchArgs, idx: &[usize]) -> Vec<Vec<usize>> {
+    (0..a.warmup + a.steps)
+        .map(|i| {
+            (0..a.batch)
+                .map(|j| idx[(i * a.batch + j) % idx.len()])
+                .collect()
+        })
+        .collect()
+}
+
+/// The training step of `engine` (native or candle), starting from the weights `init`.
+fn engine_step<'a>(
+    engine: &str,
+    cfg: &MeasureVaeConfig,
+    init: &NamedTensors,
+    loss: &'a LossConfig,
+    ds: &'a Dataset,
+) -> Result<StepFn<'a>> {
+    Ok(match engine {
+        "native" => {
+            let mut e = NativeEngine::new(cfg, init, 1e-4).map_err(anyhow::Error::msg)?;
+            let nl = NativeLoss::from(loss);
+            Box::new(move |b, tf, rng| {
+                let (t, at) = dataset_batch(ds, b);
+                Ok(e.train_step(&t, &at, &nl, tf, rng).total)
+            })
+        }
+        "candle" => {
+            let model = MeasureVae::from_tensors(cfg, init, &Device::Cpu)?;
+            let mut adam = Adam::new(model.named_vars(), AdamConfig::default())?;
+            Box::new(move |b, tf, rng| {
+                let (t, at) = dataset_batch(ds, b);
+                let batch = Batch {
+                    tokens: Tensor::from_vec(t, (b.len(), 24), &Device::Cpu)?,
+                    attributes: Tensor::from_vec(at, (b.len(), 4), &Device::Cpu)?,
+                };
+                Ok(train_step(&model, &mut adam, &batch, loss, tf, rng)?.total)
+            })
+        }
+        other => anyhow::bail!("unknown engine '{other}' (native, candle)"),
+    })
+}
+
+/// Runs `run` on all batches, timing those after the warm-up, prints the throughput line and
+/// returns the teacher-forcing coins used.
+fn time_engine(
+    a: &BenchArgs,
+    engine: &str,
+    run: &mut StepFn,
+    batches: &[Vec<usize>],
+) -> Result<Vec<i64>> {
+    let mut rng = ChaCha8Rng::seed_from_u64(a.seed ^ 0x5eed);
+    let mut coins = Vec::new();
+    let mut last = 0.0;
+    let (mut t0, mut c0) = (Instant::now(), cpu_seconds());
+    for (i, b) in batches.iter().enumerate() {
+        if i == a.warmup {
+            (t0, c0) = (Instant::now(), cpu_seconds());
+        }
+        let tf = teacher_forcing_coin(&mut rng);
+        coins.push(tf as i64);
+        last = run(b, tf, &mut rng)?;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - c0;
+    println!(
+        "train {engine}: {:.1} measures/s ({:.3} s/step, {:.3} CPU s/step, batch {}, last loss {last:.4}, load average {})",
+        (a.steps * a.batch) as f64 / secs,
+        secs / a.steps.max(1) as f64,
+        cpu / a.steps.max(1) as f64,
+        a.batch,
+        load_average()
+    );
+    Ok(coins)
+}
+
+/// Writes the batches (tokens, attributes, teacher-forcing coins, config) to `path` for
+/// scripts/bench_torch.py; without timed engines the coins are drawn here.
+fn export_batches(
+    a: &BenchArgs,
+    path: &Path,
+    ds: &Dataset,
+    batches: &[Vec<usize>],
+    mut coins: Vec<i64>,
+) -> Result<()> {
+    let n_batches = batches.len();
+    let flat: Vec<usize> = batches.iter().flatten().copied().collect();
+    let (tokens, attrs) = dataset_batch(ds, &flat);
+    if coins.is_empty() {
+        let mut rng = ChaCha8Rng::seed_from_u64(a.seed ^ 0x5eed);
+        coins = (0..n_batches).map(|_| rng.gen_bool(0.5) as i64).collect();
+    }
+    let n = flat.len();
+    let arr = |shape: Vec<usize>, d: NpyData| NpyArray::new(shape, d).map_err(anyhow::Error::msg);
+    write_npz(
+        path,
+        &[
+            (
+                "tokens",
+                &arr(
+                    vec![n, 24],
+                    NpyData::I64(tokens.iter().map(|&x| x as i64).collect()),
+                )?,
+            ),
+            ("attributes", &NpyArray::f32_2d(n, 4, attrs)),
+            ("teacher_forcing", &NpyArray::i64_1d(coins)),
+            (
+                "config",
+                &NpyArray::i64_1d(vec![a.batch as i64, a.warmup as i64, a.steps as i64]),
+            ),
+        ],
+    )?;
+    println!("exported {n_batches} batches to {}", path.display());
     Ok(())
 }
 

@@ -329,6 +329,12 @@ pub fn markdown_table(runs: &[(&str, &Evaluation)]) -> String {
     s
 }
 
+/// One compared checkpoint: its path, model kind ("ar-vae" or "beta-vae") and evaluation.
+type CompareRow = (String, String, Evaluation);
+
+/// A column of `compare`: its name and how to read it from an evaluation.
+type CompareMetric = (&'static str, fn(&Evaluation) -> f64);
+
 pub fn compare(a: CompareArgs) -> Result<()> {
     let mut inputs: Vec<Option<&Path>> = a.checkpoints.iter().map(|c| Some(c.as_path())).collect();
     inputs.push(a.data.as_deref());
@@ -343,42 +349,16 @@ pub fn compare(a: CompareArgs) -> Result<()> {
         Some(p) => Some((Dataset::load(p)?, p.clone())),
         None => None,
     };
-    let mut rows: Vec<(String, String, Evaluation)> = Vec::new();
+    let mut rows: Vec<CompareRow> = Vec::new();
     for path in &a.checkpoints {
-        let ck = load_checkpoint(path)?;
-        let kind = if ck.meta.attributes.is_empty() {
-            "beta-vae"
-        } else {
-            "ar-vae"
-        }
-        .to_string();
-        let stored: Option<Evaluation> = ck
-            .meta
-            .evaluation
-            .clone()
-            .and_then(|v| serde_json::from_value(v).ok());
-        let e = match (stored, &ds) {
-            (Some(e), Some((d, _))) if !a.recompute && e.dataset_hash == d.header.content_hash => e,
-            (Some(e), None) if !a.recompute => e,
-            (_, Some((d, dp))) => {
-                check_compatible(&ck, path, d, dp)?;
-                let model = MeasureVae::from_checkpoint(&ck, &Device::Cpu)?;
-                evaluate(&ck, &model, d, a.split, REFERENCE_MAX_POINTS, 0, None)?
-            }
-            (_, None) => bail!(
-                "{}: has no stored evaluation; pass --data to evaluate it",
-                path.display()
-            ),
-        };
-        rows.push((path.display().to_string(), kind, e));
+        rows.push(compare_row(&a, path, ds.as_ref())?);
     }
     let datasets: std::collections::BTreeSet<&str> =
         rows.iter().map(|r| r.2.dataset_hash.as_str()).collect();
     if datasets.len() > 1 {
         bail!("the checkpoints were evaluated on different datasets; pass --data (and --recompute) to compare them on one");
     }
-    type Metric = (&'static str, fn(&Evaluation) -> f64);
-    let metrics: [Metric; 6] = [
+    let metrics: [CompareMetric; 6] = [
         ("interpretability", |e| e.metrics.interpretability_mean),
         ("mig", |e| e.metrics.mig_mean),
         ("sap", |e| e.metrics.sap_mean),
@@ -386,17 +366,65 @@ pub fn compare(a: CompareArgs) -> Result<()> {
         ("modularity", |e| e.metrics.modularity),
         ("recon_accuracy", |e| e.reconstruction_accuracy),
     ];
+    print_compare_table(&rows, &metrics);
+    let summary = compare_summary(&rows, &metrics);
+    write_compare_outputs(&a, &rows, summary)
+}
+
+/// The row of one checkpoint: its stored evaluation where it fits, else a new one on --data.
+fn compare_row(
+    a: &CompareArgs,
+    path: &Path,
+    ds: Option<&(Dataset, PathBuf)>,
+) -> Result<CompareRow> {
+    let ck = load_checkpoint(path)?;
+    let kind = if ck.meta.attributes.is_empty() {
+        "beta-vae"
+    } else {
+        "ar-vae"
+    }
+    .to_string();
+    let stored: Option<Evaluation> = ck
+        .meta
+        .evaluation
+        .clone()
+        .and_then(|v| serde_json::from_value(v).ok());
+    let e = match (stored, ds) {
+        (Some(e), Some((d, _))) if !a.recompute && e.dataset_hash == d.header.content_hash => e,
+        (Some(e), None) if !a.recompute => e,
+        (_, Some((d, dp))) => {
+            check_compatible(&ck, path, d, dp)?;
+            let model = MeasureVae::from_checkpoint(&ck, &Device::Cpu)?;
+            evaluate(&ck, &model, d, a.split, REFERENCE_MAX_POINTS, 0, None)?
+        }
+        (_, None) => bail!(
+            "{}: has no stored evaluation; pass --data to evaluate it",
+            path.display()
+        ),
+    };
+    Ok((path.display().to_string(), kind, e))
+}
+
+/// Prints one line of metrics per checkpoint under a header.
+fn print_compare_table(rows: &[CompareRow], metrics: &[CompareMetric]) {
     println!(
         "{:<60} {:<9} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7}",
         "checkpoint", "model", "interp", "MIG", "SAP", "SCC", "modul", "recon"
     );
-    for (p, k, e) in &rows {
+    for (p, k, e) in rows {
         let v: Vec<String> = metrics
             .iter()
             .map(|(_, f)| format!("{:>7.3}", f(e)))
             .collect();
         println!("{p:<60} {k:<9} {}", v.join(" "));
     }
+}
+
+/// Prints and returns the quartiles of each metric per model kind.
+fn compare_summary(
+    rows: &[CompareRow],
+    metrics: &[CompareMetric],
+) -> serde_json::Map<String, serde_json::Value> {
     println!("\nmedian [25%, 75%] per model:");
     let mut summary = serde_json::Map::new();
     for kind in ["ar-vae", "beta-vae"] {
@@ -406,7 +434,7 @@ pub fn compare(a: CompareArgs) -> Result<()> {
         }
         let mut line = format!("{kind:<9} (n={})", group.len());
         let mut obj = serde_json::Map::new();
-        for (name, f) in metrics {
+        for &(name, f) in metrics {
             let (q1, med, q3) = quartiles(group.iter().map(|e| f(e)).collect());
             line += &format!("  {name} {med:.3} [{q1:.3}, {q3:.3}]");
             obj.insert(
@@ -417,6 +445,15 @@ pub fn compare(a: CompareArgs) -> Result<()> {
         println!("{line}");
         summary.insert(kind.into(), serde_json::Value::Object(obj));
     }
+    summary
+}
+
+/// Writes what --json, --markdown and --plot ask for.
+fn write_compare_outputs(
+    a: &CompareArgs,
+    rows: &[CompareRow],
+    summary: serde_json::Map<String, serde_json::Value>,
+) -> Result<()> {
     if let Some(p) = &a.json {
         let rows_json: Vec<_> = rows
             .iter()

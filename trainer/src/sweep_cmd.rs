@@ -368,33 +368,14 @@ fn run_grid(a: SweepRunArgs) -> Result<()> {
     }
     check_train_args(&a.train_args)?;
     let epochs = requested_epochs(&a.train_args)?;
-    if !data.is_file() {
-        bail!("--data {}: no such file", data.display());
-    }
-    // Fail here, once, rather than in every run.
-    arvae_core::data::Dataset::load(&data)?;
+    check_data(&data)?;
     let plan = SweepPlan {
         data: absolute(&data).display().to_string(),
         train_args: a.train_args.clone(),
         epochs,
         runs: plan_runs(&gammas, &deltas, &seeds, !a.no_baseline),
     };
-    std::fs::create_dir_all(out.join("runs"))
-        .with_context(|| format!("cannot create {}", out.join("runs").display()))?;
-    if let Ok(old) = SweepPlan::load(&out) {
-        if old.data != plan.data || old.train_args != plan.train_args {
-            eprintln!(
-                "note: {} had other data or train flags ({} {:?}); runs resume only where their settings match",
-                out.join("sweep.json").display(),
-                old.data,
-                old.train_args
-            );
-        }
-    }
-    let plan_path = out.join("sweep.json");
-    // Atomically, so a `sweep plot` or `report` reading it never sees half a file.
-    arvae_core::files::write_bytes(&plan_path, serde_json::to_string_pretty(&plan)?)
-        .with_context(|| format!("cannot write {}", plan_path.display()))?;
+    write_plan(&out, &plan)?;
 
     let runs_dir = out.join("runs");
     let (done, todo): (Vec<&SweepRun>, Vec<&SweepRun>) = plan
@@ -426,9 +407,52 @@ fn run_grid(a: SweepRunArgs) -> Result<()> {
         );
         return Ok(());
     }
+    run_local(&plan, &todo, &runs_dir, a.jobs)?;
+    println!(
+        "all {} runs finished; `arvae-trainer sweep plot {}` draws the figure",
+        plan.runs.len(),
+        out.display()
+    );
+    Ok(())
+}
+
+/// Fails unless `--data` is a file that loads as a dataset.
+fn check_data(data: &Path) -> Result<()> {
+    if !data.is_file() {
+        bail!("--data {}: no such file", data.display());
+    }
+    // Fail here, once, rather than in every run.
+    arvae_core::data::Dataset::load(data)?;
+    Ok(())
+}
+
+/// Creates `out/runs` and writes `out/sweep.json`, noting when an older plan differs.
+fn write_plan(out: &Path, plan: &SweepPlan) -> Result<()> {
+    std::fs::create_dir_all(out.join("runs"))
+        .with_context(|| format!("cannot create {}", out.join("runs").display()))?;
+    if let Ok(old) = SweepPlan::load(out) {
+        if old.data != plan.data || old.train_args != plan.train_args {
+            eprintln!(
+                "note: {} had other data or train flags ({} {:?}); runs resume only where their settings match",
+                out.join("sweep.json").display(),
+                old.data,
+                old.train_args
+            );
+        }
+    }
+    let plan_path = out.join("sweep.json");
+    // Atomically, so a `sweep plot` or `report` reading it never sees half a file.
+    arvae_core::files::write_bytes(&plan_path, serde_json::to_string_pretty(plan)?)
+        .with_context(|| format!("cannot write {}", plan_path.display()))?;
+    Ok(())
+}
+
+/// Runs `todo` here, `jobs` child processes at a time, with a progress bar; fails when any
+/// run failed.
+fn run_local(plan: &SweepPlan, todo: &[&SweepRun], runs_dir: &Path, jobs: usize) -> Result<()> {
     let exe = std::env::current_exe().context("cannot find this program's path")?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let threads = (cores / a.jobs).max(1);
+    let threads = (cores / jobs).max(1);
     let bar = ProgressBar::new(todo.len() as u64)
         .with_style(crate::progress::style())
         .with_message("sweep");
@@ -437,27 +461,11 @@ fn run_grid(a: SweepRunArgs) -> Result<()> {
     let mut running: Vec<(Child, &SweepRun)> = Vec::new();
     let mut failed: Vec<String> = Vec::new();
     while !pending.is_empty() || !running.is_empty() {
-        while running.len() < a.jobs {
+        while running.len() < jobs {
             let Some(run) = pending.pop_front() else {
                 break;
             };
-            let dir = runs_dir.join(&run.name);
-            std::fs::create_dir_all(&dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
-            let log_path = dir.join("train.log");
-            let log = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&log_path)
-                .with_context(|| format!("cannot open {}", log_path.display()))?;
-            let child = Command::new(&exe)
-                .args(train_command(&plan, run, &dir))
-                .env("RAYON_NUM_THREADS", threads.to_string())
-                .stdin(Stdio::null())
-                .stdout(log.try_clone()?)
-                .stderr(log)
-                .spawn()
-                .with_context(|| format!("cannot start {}", exe.display()))?;
+            let child = spawn_run(&exe, plan, run, runs_dir, threads)?;
             running.push((child, run));
         }
         bar.set_message(format!(
@@ -469,29 +477,7 @@ fn run_grid(a: SweepRunArgs) -> Result<()> {
                 .join(" ")
         ));
         std::thread::sleep(Duration::from_millis(200));
-        let mut i = 0;
-        while i < running.len() {
-            match running[i].0.try_wait()? {
-                Some(status) => {
-                    let (_, run) = running.remove(i);
-                    bar.inc(1);
-                    if status.success() {
-                        say(&bar, format!("finished {}", run.name));
-                    } else {
-                        say(
-                            &bar,
-                            format!(
-                                "FAILED {} ({status}); see {}",
-                                run.name,
-                                runs_dir.join(&run.name).join("train.log").display()
-                            ),
-                        );
-                        failed.push(run.name.clone());
-                    }
-                }
-                None => i += 1,
-            }
-        }
+        reap_finished(&mut running, &bar, runs_dir, &mut failed)?;
     }
     bar.finish_and_clear();
     if !failed.is_empty() {
@@ -502,11 +488,65 @@ fn run_grid(a: SweepRunArgs) -> Result<()> {
             failed.join(", ")
         );
     }
-    println!(
-        "all {} runs finished; `arvae-trainer sweep plot {}` draws the figure",
-        plan.runs.len(),
-        out.display()
-    );
+    Ok(())
+}
+
+/// Starts one run's `train` as a child process, its output appended to the run's train.log.
+fn spawn_run(
+    exe: &Path,
+    plan: &SweepPlan,
+    run: &SweepRun,
+    runs_dir: &Path,
+    threads: usize,
+) -> Result<Child> {
+    let dir = runs_dir.join(&run.name);
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let log_path = dir.join("train.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("cannot open {}", log_path.display()))?;
+    Command::new(exe)
+        .args(train_command(plan, run, &dir))
+        .env("RAYON_NUM_THREADS", threads.to_string())
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("cannot start {}", exe.display()))
+}
+
+/// Removes the runs that have exited from `running`, reporting each and noting failures.
+fn reap_finished(
+    running: &mut Vec<(Child, &SweepRun)>,
+    bar: &ProgressBar,
+    runs_dir: &Path,
+    failed: &mut Vec<String>,
+) -> Result<()> {
+    let mut i = 0;
+    while i < running.len() {
+        match running[i].0.try_wait()? {
+            Some(status) => {
+                let (_, run) = running.remove(i);
+                bar.inc(1);
+                if status.success() {
+                    say(bar, format!("finished {}", run.name));
+                } else {
+                    say(
+                        bar,
+                        format!(
+                            "FAILED {} ({status}); see {}",
+                            run.name,
+                            runs_dir.join(&run.name).join("train.log").display()
+                        ),
+                    );
+                    failed.push(run.name.clone());
+                }
+            }
+            None => i += 1,
+        }
+    }
     Ok(())
 }
 
