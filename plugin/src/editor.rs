@@ -15,7 +15,7 @@ use nice_plug_egui::{
     create_egui_editor, EguiEditor, EguiNiceSettings, Frame, NiceEguiApp, RepaintNotifier,
 };
 
-use crate::model::{LoadedModel, BUILTIN_PREFIX};
+use crate::model::{LoadedModel, ModelInfo, BUILTIN_PREFIX};
 use crate::params::ArvaeParams;
 use crate::shared::UiShared;
 use arvae_core::compose::knobs::KNOBS;
@@ -241,6 +241,154 @@ fn piano_roll(ui: &mut egui::Ui, bars: [Option<Measure>; 2], size: Vec2) {
     }
 }
 
+/// The title line: plugin name, model and dataset, training and metrics.
+fn header(ui: &mut egui::Ui, info: &ModelInfo) {
+    ui.horizontal(|ui| {
+        ui.heading("arvae");
+        ui.label(format!("model: {} · data: {}", info.name, info.dataset));
+    });
+    ui.label(format!("{} · {}", info.training, info.metrics));
+}
+
+/// The four attribute knobs, each with its target, what the playing bar measures and the
+/// model's calibrated range.
+fn knobs_panel(
+    ui: &mut egui::Ui,
+    params: &ArvaeParams,
+    shared: &UiShared,
+    setter: &ParamSetter,
+    info: &ModelInfo,
+) {
+    ui.horizontal(|ui| {
+        for (i, param) in params.attribute_knobs().into_iter().enumerate() {
+            ui.vertical(|ui| {
+                ui.set_width(200.0);
+                ui.label(egui::RichText::new(KNOBS[i].label).strong());
+                knob(ui, param, setter, 150.0);
+                let measured = KNOBS[i].from_attribute(shared.measured[i].load(Ordering::Relaxed));
+                ui.label(format!("target {}", KNOBS[i].describe(param.value())));
+                ui.label(format!("playing {}", KNOBS[i].describe(measured)));
+                if let Some((lo, hi)) = info.calibrated[i] {
+                    ui.small(format!(
+                        "model reaches {} .. {}",
+                        KNOBS[i].format(lo),
+                        KNOBS[i].describe(hi)
+                    ));
+                }
+            });
+        }
+    });
+}
+
+/// The piano roll of the playing and next bar, and the bar counter line below it.
+fn playback_panel(ui: &mut egui::Ui, shared: &UiShared) {
+    piano_roll(
+        ui,
+        [shared.current.load(), shared.next.load()],
+        Vec2::new(ui.available_width().min(820.0), 150.0),
+    );
+    ui.label(format!(
+        "bar {} · late bars {}{}",
+        shared.bar.load(Ordering::Relaxed) + 1,
+        shared.late_bars.load(Ordering::Relaxed),
+        if shared.transform_active.load(Ordering::Relaxed) {
+            " · transforming the captured bar"
+        } else {
+            ""
+        }
+    ));
+}
+
+/// The grid of setting sliders, two per row.
+fn settings_grid(ui: &mut egui::Ui, params: &ArvaeParams, setter: &ParamSetter) {
+    egui::Grid::new("settings").num_columns(4).show(ui, |ui| {
+        ui.label("Key");
+        ui.add(ParamSlider::for_param(&params.root, setter));
+        ui.label("Scale");
+        ui.add(ParamSlider::for_param(&params.scale, setter));
+        ui.end_row();
+        ui.label("Motion");
+        ui.add(ParamSlider::for_param(&params.motion, setter));
+        ui.label("Phrase");
+        ui.add(ParamSlider::for_param(&params.phrase, setter));
+        ui.end_row();
+        ui.label("Phrase variation");
+        ui.add(ParamSlider::for_param(&params.phrase_variation, setter));
+        ui.label("Scale lock");
+        ui.add(ParamSlider::for_param(&params.snap, setter));
+        ui.end_row();
+        ui.label("Variation");
+        ui.add(ParamSlider::for_param(&params.variation, setter));
+        ui.label("Regenerate");
+        ui.add(ParamSlider::for_param(&params.regen, setter));
+        ui.end_row();
+        ui.label("Transform");
+        ui.add(ParamSlider::for_param(&params.transform, setter));
+        ui.label("Match targets");
+        ui.add(ParamSlider::for_param(&params.match_targets, setter));
+        ui.end_row();
+        ui.label("Transpose");
+        ui.add(ParamSlider::for_param(&params.transpose, setter));
+        ui.label("MIDI channel");
+        ui.add(ParamSlider::for_param(&params.channel, setter));
+        ui.end_row();
+        ui.label("Velocity");
+        ui.add(ParamSlider::for_param(&params.velocity, setter));
+        ui.label("Gate");
+        ui.add(ParamSlider::for_param(&params.gate, setter));
+        ui.end_row();
+    });
+}
+
+/// The last status message, red for an error, green otherwise (nothing when empty).
+fn status_line(ui: &mut egui::Ui, shared: &UiShared) {
+    let (status, error) = shared.status.lock().map(|s| s.clone()).unwrap_or_default();
+    if !status.is_empty() {
+        let color = if error {
+            Color32::from_rgb(255, 110, 110)
+        } else {
+            Color32::LIGHT_GREEN
+        };
+        ui.colored_label(color, status);
+    }
+}
+
+impl ArvaeEditor {
+    /// The model file field with "Load model...", and a button per built-in model.
+    fn model_rows(&mut self, ui: &mut egui::Ui, params: &Arc<ArvaeParams>, shared: &Arc<UiShared>) {
+        ui.horizontal(|ui| {
+            ui.label("Model file");
+            ui.add(egui::TextEdit::singleline(&mut self.model_path).desired_width(420.0));
+            if ui.button("Load model...").clicked() {
+                load_model_async(params.clone(), shared.clone(), self.model_path.clone());
+            }
+        });
+        ui.horizontal(|ui| {
+            ui.label("Built-in models");
+            for b in arvae_core::builtin::BUILTINS {
+                if ui.button(b.name).on_hover_text(b.description).clicked() {
+                    self.model_path = format!("{BUILTIN_PREFIX}{}", b.name);
+                    load_model_async(params.clone(), shared.clone(), self.model_path.clone());
+                }
+            }
+        });
+    }
+
+    /// The export path field with a button per number of last bars to export.
+    fn export_row(&mut self, ui: &mut egui::Ui, params: &ArvaeParams, shared: &UiShared) {
+        ui.horizontal(|ui| {
+            ui.label("Export to");
+            ui.add(egui::TextEdit::singleline(&mut self.export_path).desired_width(420.0));
+            for n in [4, 8, 16] {
+                if ui.button(format!("Last {n} bars")).clicked() {
+                    let (msg, err) = export_last_bars(params, shared, n, &self.export_path);
+                    shared.set_status(msg, err);
+                }
+            }
+        });
+    }
+}
+
 impl NiceEguiApp for ArvaeEditor {
     fn build(
         &mut self,
@@ -262,127 +410,22 @@ impl NiceEguiApp for ArvaeEditor {
             .lock()
             .map(|i| i.clone())
             .unwrap_or_default();
-        ui.horizontal(|ui| {
-            ui.heading("arvae");
-            ui.label(format!("model: {} · data: {}", info.name, info.dataset));
-        });
-        ui.label(format!("{} · {}", info.training, info.metrics));
+        header(ui, &info);
 
         // The four knobs, with what the playing bar measures.
         ui.separator();
-        ui.horizontal(|ui| {
-            for (i, param) in params.attribute_knobs().into_iter().enumerate() {
-                ui.vertical(|ui| {
-                    ui.set_width(200.0);
-                    ui.label(egui::RichText::new(KNOBS[i].label).strong());
-                    knob(ui, param, &setter, 150.0);
-                    let measured =
-                        KNOBS[i].from_attribute(shared.measured[i].load(Ordering::Relaxed));
-                    ui.label(format!("target {}", KNOBS[i].describe(param.value())));
-                    ui.label(format!("playing {}", KNOBS[i].describe(measured)));
-                    if let Some((lo, hi)) = info.calibrated[i] {
-                        ui.small(format!(
-                            "model reaches {} .. {}",
-                            KNOBS[i].format(lo),
-                            KNOBS[i].describe(hi)
-                        ));
-                    }
-                });
-            }
-        });
+        knobs_panel(ui, &params, &shared, &setter, &info);
 
         ui.separator();
-        piano_roll(
-            ui,
-            [shared.current.load(), shared.next.load()],
-            Vec2::new(ui.available_width().min(820.0), 150.0),
-        );
-        ui.label(format!(
-            "bar {} · late bars {}{}",
-            shared.bar.load(Ordering::Relaxed) + 1,
-            shared.late_bars.load(Ordering::Relaxed),
-            if shared.transform_active.load(Ordering::Relaxed) {
-                " · transforming the captured bar"
-            } else {
-                ""
-            }
-        ));
+        playback_panel(ui, &shared);
 
         ui.separator();
-        egui::Grid::new("settings").num_columns(4).show(ui, |ui| {
-            ui.label("Key");
-            ui.add(ParamSlider::for_param(&params.root, &setter));
-            ui.label("Scale");
-            ui.add(ParamSlider::for_param(&params.scale, &setter));
-            ui.end_row();
-            ui.label("Motion");
-            ui.add(ParamSlider::for_param(&params.motion, &setter));
-            ui.label("Phrase");
-            ui.add(ParamSlider::for_param(&params.phrase, &setter));
-            ui.end_row();
-            ui.label("Phrase variation");
-            ui.add(ParamSlider::for_param(&params.phrase_variation, &setter));
-            ui.label("Scale lock");
-            ui.add(ParamSlider::for_param(&params.snap, &setter));
-            ui.end_row();
-            ui.label("Variation");
-            ui.add(ParamSlider::for_param(&params.variation, &setter));
-            ui.label("Regenerate");
-            ui.add(ParamSlider::for_param(&params.regen, &setter));
-            ui.end_row();
-            ui.label("Transform");
-            ui.add(ParamSlider::for_param(&params.transform, &setter));
-            ui.label("Match targets");
-            ui.add(ParamSlider::for_param(&params.match_targets, &setter));
-            ui.end_row();
-            ui.label("Transpose");
-            ui.add(ParamSlider::for_param(&params.transpose, &setter));
-            ui.label("MIDI channel");
-            ui.add(ParamSlider::for_param(&params.channel, &setter));
-            ui.end_row();
-            ui.label("Velocity");
-            ui.add(ParamSlider::for_param(&params.velocity, &setter));
-            ui.label("Gate");
-            ui.add(ParamSlider::for_param(&params.gate, &setter));
-            ui.end_row();
-        });
+        settings_grid(ui, &params, &setter);
 
         ui.separator();
-        ui.horizontal(|ui| {
-            ui.label("Model file");
-            ui.add(egui::TextEdit::singleline(&mut self.model_path).desired_width(420.0));
-            if ui.button("Load model...").clicked() {
-                load_model_async(params.clone(), shared.clone(), self.model_path.clone());
-            }
-        });
-        ui.horizontal(|ui| {
-            ui.label("Built-in models");
-            for b in arvae_core::builtin::BUILTINS {
-                if ui.button(b.name).on_hover_text(b.description).clicked() {
-                    self.model_path = format!("{BUILTIN_PREFIX}{}", b.name);
-                    load_model_async(params.clone(), shared.clone(), self.model_path.clone());
-                }
-            }
-        });
-        ui.horizontal(|ui| {
-            ui.label("Export to");
-            ui.add(egui::TextEdit::singleline(&mut self.export_path).desired_width(420.0));
-            for n in [4, 8, 16] {
-                if ui.button(format!("Last {n} bars")).clicked() {
-                    let (msg, err) = export_last_bars(&params, &shared, n, &self.export_path);
-                    shared.set_status(msg, err);
-                }
-            }
-        });
-        let (status, error) = shared.status.lock().map(|s| s.clone()).unwrap_or_default();
-        if !status.is_empty() {
-            let color = if error {
-                Color32::from_rgb(255, 110, 110)
-            } else {
-                Color32::LIGHT_GREEN
-            };
-            ui.colored_label(color, status);
-        }
+        self.model_rows(ui, &params, &shared);
+        self.export_row(ui, &params, &shared);
+        status_line(ui, &shared);
         ui.ctx()
             .request_repaint_after(std::time::Duration::from_millis(50));
     }
