@@ -247,23 +247,21 @@ impl Figure for TradeoffFigure {
             .light_line_style(RGBColor(238, 238, 238))
             .draw()
             .plot()?;
+        // Each run: a filled disc, then its outline on top.
+        let at = |p: &TradeoffPoint| (p.interpretability, 100.0 * p.reconstruction);
         chart
-            .draw_series(self.points.iter().map(|p| {
-                Circle::new(
-                    (p.interpretability, 100.0 * p.reconstruction),
-                    radius(p.delta),
-                    colour(p.gamma).mix(0.75).filled(),
-                )
-            }))
+            .draw_series(
+                self.points.iter().map(|p| {
+                    Circle::new(at(p), radius(p.delta), colour(p.gamma).mix(0.75).filled())
+                }),
+            )
             .plot()?;
         chart
-            .draw_series(self.points.iter().map(|p| {
-                Circle::new(
-                    (p.interpretability, 100.0 * p.reconstruction),
-                    radius(p.delta),
-                    BLACK.mix(0.6).stroke_width(1),
-                )
-            }))
+            .draw_series(
+                self.points
+                    .iter()
+                    .map(|p| Circle::new(at(p), radius(p.delta), BLACK.mix(0.6).stroke_width(1))),
+            )
             .plot()?;
         if let Some(b) = &self.baseline {
             chart

@@ -3,7 +3,7 @@
 
 use super::{bold, text, PlotResult, PALETTE};
 use anyhow::Result;
-use arvae_core::music::midi_export::note_spans;
+use arvae_core::music::midi_export::{note_spans, NoteSpan};
 use arvae_core::music::Measure;
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -87,25 +87,27 @@ pub fn draw<DB: DrawingBackend>(
             PathElement::new(vec![(x, y0), (x, y1)], RGBColor(90, 90, 90).stroke_width(2))
         }))
         .plot()?;
+    // Each note: a filled box, then its outline on top.
+    let note_box = |s: &NoteSpan| {
+        let p = s.pitch as f64;
+        [
+            (s.start_twelfths as f64 / TWELFTHS, p + 0.1),
+            (s.end_twelfths as f64 / TWELFTHS, p + 0.9),
+        ]
+    };
     chart
-        .draw_series(spans.iter().map(|s| {
-            let (x0, x1) = (
-                s.start_twelfths as f64 / TWELFTHS,
-                s.end_twelfths as f64 / TWELFTHS,
-            );
-            let p = s.pitch as f64;
-            Rectangle::new([(x0, p + 0.1), (x1, p + 0.9)], PALETTE[0].filled())
-        }))
+        .draw_series(
+            spans
+                .iter()
+                .map(|s| Rectangle::new(note_box(s), PALETTE[0].filled())),
+        )
         .plot()?;
     chart
-        .draw_series(spans.iter().map(|s| {
-            let (x0, x1) = (
-                s.start_twelfths as f64 / TWELFTHS,
-                s.end_twelfths as f64 / TWELFTHS,
-            );
-            let p = s.pitch as f64;
-            Rectangle::new([(x0, p + 0.1), (x1, p + 0.9)], BLACK.stroke_width(1))
-        }))
+        .draw_series(
+            spans
+                .iter()
+                .map(|s| Rectangle::new(note_box(s), BLACK.stroke_width(1))),
+        )
         .plot()?;
     let style = text(14).pos(Pos::new(HPos::Center, VPos::Top));
     chart
