@@ -250,8 +250,8 @@ fn header_value<'a>(header: &'a str, key: &str) -> Result<&'a str, String> {
     Ok(rest)
 }
 
-/// Decodes one `.npy` byte string. The error is a description without the file name.
-pub fn decode_npy(bytes: &[u8]) -> Result<NpyArray, String> {
+/// Splits a `.npy` byte string into its header text and the payload after the header.
+fn split_npy(bytes: &[u8]) -> Result<(&str, &[u8]), String> {
     if bytes.len() < 10 || &bytes[..6] != MAGIC {
         return Err("not a .npy array (bad magic)".into());
     }
@@ -274,9 +274,11 @@ pub fn decode_npy(bytes: &[u8]) -> Result<NpyArray, String> {
     }
     let header = std::str::from_utf8(&bytes[hstart..hstart + hlen])
         .map_err(|_| "header is not text".to_string())?;
-    let payload = &bytes[hstart + hlen..];
+    Ok((header, &bytes[hstart + hlen..]))
+}
 
-    // descr
+/// The header's `descr` (the dtype string, without its quotes).
+fn header_descr(header: &str) -> Result<&str, String> {
     let d = header_value(header, "descr")?;
     let quote = d
         .chars()
@@ -286,33 +288,67 @@ pub fn decode_npy(bytes: &[u8]) -> Result<NpyArray, String> {
     let end = d[1..]
         .find(quote)
         .ok_or_else(|| format!("malformed descr: {d}"))?;
-    let descr = &d[1..1 + end];
+    Ok(&d[1..1 + end])
+}
 
-    // fortran_order
+/// The header's `fortran_order` flag.
+fn header_fortran_order(header: &str) -> Result<bool, String> {
     let f = header_value(header, "fortran_order")?;
-    let fortran = if f.starts_with("True") {
-        true
+    if f.starts_with("True") {
+        Ok(true)
     } else if f.starts_with("False") {
-        false
+        Ok(false)
     } else {
-        return Err(format!("malformed fortran_order: {f}"));
-    };
+        Err(format!("malformed fortran_order: {f}"))
+    }
+}
 
-    // shape
+/// The header's `shape` tuple (Python 2 `L` suffixes allowed).
+fn header_shape(header: &str) -> Result<Vec<usize>, String> {
     let s = header_value(header, "shape")?;
     let s = s
         .strip_prefix('(')
         .ok_or_else(|| format!("malformed shape: {s}"))?;
     let close = s.find(')').ok_or_else(|| format!("malformed shape: {s}"))?;
-    let shape: Vec<usize> = s[..close]
+    s[..close]
         .split(',')
         .map(str::trim)
         .filter(|t| !t.is_empty())
         .map(|t| t.trim_end_matches('L').parse::<usize>())
         .collect::<Result<_, _>>()
-        .map_err(|_| format!("malformed shape: ({}", &s[..=close]))?;
-    let n: usize = shape.iter().product();
+        .map_err(|_| format!("malformed shape: ({}", &s[..=close]))
+}
 
+/// The first `n` little-endian values of `N` bytes each in `payload` (which holds them).
+fn le_values<T, const N: usize>(payload: &[u8], n: usize, from: fn([u8; N]) -> T) -> Vec<T> {
+    payload[..n * N]
+        .chunks_exact(N)
+        .map(|c| from(c.try_into().unwrap()))
+        .collect()
+}
+
+/// The first `n` fixed-width strings of `w` UTF-32 code points in `payload` (which holds
+/// them); a string ends at its first NUL.
+fn utf32_strings(payload: &[u8], n: usize, w: usize) -> Result<Vec<String>, String> {
+    let mut v = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut s = String::new();
+        for c in payload[i * 4 * w..(i + 1) * 4 * w].chunks_exact(4) {
+            let cp = u32::from_le_bytes(c.try_into().unwrap());
+            if cp == 0 {
+                break;
+            }
+            s.push(char::from_u32(cp).ok_or("invalid unicode code point")?);
+        }
+        v.push(s);
+    }
+    Ok(v)
+}
+
+/// Decodes the elements of an array of dtype `descr` and `shape` from the payload, in stored
+/// order.
+fn decode_elements(descr: &str, shape: &[usize], payload: &[u8]) -> Result<NpyData, String> {
+    let n: usize = shape.iter().product();
     let need = |size: usize| -> Result<(), String> {
         if payload.len() < n * size {
             Err(format!(
@@ -325,77 +361,62 @@ pub fn decode_npy(bytes: &[u8]) -> Result<NpyArray, String> {
             Ok(())
         }
     };
-    let mut data = match descr {
+    Ok(match descr {
         "<f4" => {
             need(4)?;
-            NpyData::F32(
-                payload[..n * 4]
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                    .collect(),
-            )
+            NpyData::F32(le_values(payload, n, f32::from_le_bytes))
         }
         "<f8" => {
             need(8)?;
-            NpyData::F64(
-                payload[..n * 8]
-                    .chunks_exact(8)
-                    .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
-                    .collect(),
-            )
+            NpyData::F64(le_values(payload, n, f64::from_le_bytes))
         }
         "<i8" => {
             need(8)?;
-            NpyData::I64(
-                payload[..n * 8]
-                    .chunks_exact(8)
-                    .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
-                    .collect(),
-            )
+            NpyData::I64(le_values(payload, n, i64::from_le_bytes))
         }
         u if u.starts_with("<U") => {
             let w: usize = u[2..]
                 .parse()
                 .map_err(|_| format!("unsupported dtype {u}"))?;
             need(4 * w)?;
-            let mut v = Vec::with_capacity(n);
-            for i in 0..n {
-                let mut s = String::new();
-                for c in payload[i * 4 * w..(i + 1) * 4 * w].chunks_exact(4) {
-                    let cp = u32::from_le_bytes(c.try_into().unwrap());
-                    if cp == 0 {
-                        break;
-                    }
-                    s.push(char::from_u32(cp).ok_or("invalid unicode code point")?);
-                }
-                v.push(s);
-            }
-            NpyData::Str(v)
+            NpyData::Str(utf32_strings(payload, n, w)?)
         }
         other => {
             return Err(format!(
                 "unsupported dtype {other} (supported: <f4, <f8, <i8, <U)"
             ))
         }
-    };
-    if fortran && shape.len() == 2 {
-        let (r, c) = (shape[0], shape[1]);
-        fn tr<T: Clone>(v: &[T], r: usize, c: usize) -> Vec<T> {
-            // v is column-major r x c; produce row-major.
-            let mut out = Vec::with_capacity(v.len());
-            for i in 0..r {
-                for j in 0..c {
-                    out.push(v[j * r + i].clone());
-                }
+    })
+}
+
+/// Reorders the elements of an `r x c` array from column-major to row-major order.
+fn fortran_to_c(data: NpyData, r: usize, c: usize) -> NpyData {
+    fn tr<T: Clone>(v: &[T], r: usize, c: usize) -> Vec<T> {
+        let mut out = Vec::with_capacity(v.len());
+        for i in 0..r {
+            for j in 0..c {
+                out.push(v[j * r + i].clone());
             }
-            out
         }
-        data = match data {
-            NpyData::F32(v) => NpyData::F32(tr(&v, r, c)),
-            NpyData::F64(v) => NpyData::F64(tr(&v, r, c)),
-            NpyData::I64(v) => NpyData::I64(tr(&v, r, c)),
-            NpyData::Str(v) => NpyData::Str(tr(&v, r, c)),
-        };
+        out
+    }
+    match data {
+        NpyData::F32(v) => NpyData::F32(tr(&v, r, c)),
+        NpyData::F64(v) => NpyData::F64(tr(&v, r, c)),
+        NpyData::I64(v) => NpyData::I64(tr(&v, r, c)),
+        NpyData::Str(v) => NpyData::Str(tr(&v, r, c)),
+    }
+}
+
+/// Decodes one `.npy` byte string. The error is a description without the file name.
+pub fn decode_npy(bytes: &[u8]) -> Result<NpyArray, String> {
+    let (header, payload) = split_npy(bytes)?;
+    let descr = header_descr(header)?;
+    let fortran = header_fortran_order(header)?;
+    let shape = header_shape(header)?;
+    let mut data = decode_elements(descr, &shape, payload)?;
+    if fortran && shape.len() == 2 {
+        data = fortran_to_c(data, shape[0], shape[1]);
     } else if fortran && shape.len() > 2 {
         return Err("Fortran-order arrays with more than 2 dimensions are not supported".into());
     }

@@ -238,17 +238,13 @@ fn npy_header(bytes: &[u8]) -> Result<(String, bool, Vec<usize>, usize), String>
     Ok((descr, fortran, shape, start + hlen))
 }
 
-/// Reads the user's dSprites npz; every layout problem is a clear error naming the file.
-/// `stride` keeps every `stride`-th image in file order.
-pub fn read_npz(
-    path: &Path,
-    stride: usize,
-    seed: u64,
-    progress: &dyn Progress,
-) -> Result<ImageDataset, DspritesError> {
-    let stride = stride.max(1);
+/// The npz archive as read.
+type Archive = zip::ZipArchive<std::io::BufReader<std::fs::File>>;
+
+/// Opens the npz archive and checks that it has dSprites' three arrays.
+fn open_archive(path: &Path) -> Result<Archive, DspritesError> {
     let file = std::fs::File::open(path).map_err(|e| err(path, format!("cannot read: {e}")))?;
-    let mut zip = zip::ZipArchive::new(std::io::BufReader::new(file))
+    let zip = zip::ZipArchive::new(std::io::BufReader::new(file))
         .map_err(|e| err(path, format!("not an npz (zip) archive: {e}")))?;
     let names: Vec<String> = zip.file_names().map(String::from).collect();
     for want in ["imgs.npy", "latents_values.npy", "latents_classes.npy"] {
@@ -263,18 +259,32 @@ pub fn read_npz(
             ));
         }
     }
-    let mut small = |name: &str| -> Result<(Vec<usize>, NpyData), DspritesError> {
-        let mut f = zip
-            .by_name(name)
-            .map_err(|e| err(path, format!("{name}: {e}")))?;
-        let mut b = Vec::new();
-        f.read_to_end(&mut b)
-            .map_err(|e| err(path, format!("{name}: cannot read: {e}")))?;
-        let a = decode_npy(&b).map_err(|e| err(path, format!("{name}: {e}")))?;
-        Ok((a.shape, a.data))
-    };
-    let (vs, values) = small("latents_values.npy")?;
-    let (cs, classes) = small("latents_classes.npy")?;
+    Ok(zip)
+}
+
+/// Reads and decodes a whole `.npy` member: its shape and elements.
+fn read_member(
+    zip: &mut Archive,
+    path: &Path,
+    name: &str,
+) -> Result<(Vec<usize>, NpyData), DspritesError> {
+    let mut f = zip
+        .by_name(name)
+        .map_err(|e| err(path, format!("{name}: {e}")))?;
+    let mut b = Vec::new();
+    f.read_to_end(&mut b)
+        .map_err(|e| err(path, format!("{name}: cannot read: {e}")))?;
+    let a = decode_npy(&b).map_err(|e| err(path, format!("{name}: {e}")))?;
+    Ok((a.shape, a.data))
+}
+
+/// Reads `latents_values` (as f64) and `latents_classes`, both (N, 6): `(N, values, classes)`.
+fn read_latents(
+    zip: &mut Archive,
+    path: &Path,
+) -> Result<(usize, Vec<f64>, Vec<i64>), DspritesError> {
+    let (vs, values) = read_member(zip, path, "latents_values.npy")?;
+    let (cs, classes) = read_member(zip, path, "latents_classes.npy")?;
     let values = match values {
         NpyData::F64(v) => v,
         NpyData::F32(v) => v.into_iter().map(|x| x as f64).collect(),
@@ -306,10 +316,12 @@ pub fn read_npz(
             format!("latents_values {vs:?} and latents_classes {cs:?} must both be (N, 6): color, shape, scale, orientation, posX, posY"),
         ));
     }
-    let n = vs[0];
-    let mut f = zip
-        .by_name("imgs.npy")
-        .map_err(|e| err(path, format!("imgs: {e}")))?;
+    Ok((vs[0], values, classes))
+}
+
+/// Reads the raw `.npy` header of the streamed `imgs` member (magic and version included),
+/// leaving the reader at the first image.
+fn read_imgs_header(f: &mut impl Read, path: &Path) -> Result<Vec<u8>, DspritesError> {
     let mut head = vec![0u8; 12];
     f.read_exact(&mut head[..10])
         .map_err(|e| err(path, format!("imgs: cannot read: {e}")))?;
@@ -324,8 +336,13 @@ pub fn read_npz(
     head.resize(hl, 0);
     f.read_exact(&mut head[have..])
         .map_err(|e| err(path, format!("imgs: truncated header: {e}")))?;
+    Ok(head)
+}
+
+/// Checks that the `imgs` header describes `n` uint8 64 x 64 images in C order.
+fn check_imgs_header(head: &[u8], n: usize, path: &Path) -> Result<(), DspritesError> {
     let (descr, fortran, shape, _) =
-        npy_header(&head).map_err(|e| err(path, format!("imgs: {e}")))?;
+        npy_header(head).map_err(|e| err(path, format!("imgs: {e}")))?;
     if !matches!(descr.as_str(), "|u1" | "<u1" | "|b1")
         || fortran
         || shape.len() != 3
@@ -346,9 +363,26 @@ pub fn read_npz(
             format!("imgs has {} images but latents have {n} rows", shape[0]),
         ));
     }
-    let keep: Vec<usize> = (0..n).step_by(stride).collect();
-    progress.start(keep.len(), "sprites read");
-    let mut bits = Vec::with_capacity(keep.len() * SIDE * SIDE);
+    Ok(())
+}
+
+/// Streams the `imgs` member (after checking its header against `n` latents rows) and keeps
+/// every `stride`-th image as 0/1 bytes, checking their pixels.
+fn read_images(
+    zip: &mut Archive,
+    path: &Path,
+    n: usize,
+    stride: usize,
+    progress: &dyn Progress,
+) -> Result<Vec<u8>, DspritesError> {
+    let mut f = zip
+        .by_name("imgs.npy")
+        .map_err(|e| err(path, format!("imgs: {e}")))?;
+    let head = read_imgs_header(&mut f, path)?;
+    check_imgs_header(&head, n, path)?;
+    let kept = n.div_ceil(stride);
+    progress.start(kept, "sprites read");
+    let mut bits = Vec::with_capacity(kept * SIDE * SIDE);
     let mut buf = vec![0u8; SIDE * SIDE];
     for i in 0..n {
         f.read_exact(&mut buf)
@@ -364,9 +398,19 @@ pub fn read_npz(
             progress.inc();
         }
     }
+    Ok(bits)
+}
+
+/// Attributes (latents columns 1..=5) and shape labels of the kept rows.
+fn kept_latents(
+    values: &[f64],
+    classes: &[i64],
+    keep: &[usize],
+    path: &Path,
+) -> Result<(Vec<f32>, Vec<u8>), DspritesError> {
     let mut attributes = Vec::with_capacity(keep.len() * 5);
     let mut labels = Vec::with_capacity(keep.len());
-    for &i in &keep {
+    for &i in keep {
         attributes.extend(values[i * 6 + 1..i * 6 + 6].iter().map(|&x| x as f32));
         let c = classes[i * 6 + 1];
         if !(0..3).contains(&c) {
@@ -377,22 +421,44 @@ pub fn read_npz(
         }
         labels.push(c as u8);
     }
+    Ok((attributes, labels))
+}
+
+/// The file's `(name, "sha256:...")` source digest; none when it cannot be hashed.
+fn source_digest(path: &Path) -> Vec<(String, String)> {
     let sha = crate::data::corpus::sha256_file(path).ok();
+    sha.map(|s| {
+        (
+            path.file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned(),
+            format!("sha256:{s}"),
+        )
+    })
+    .into_iter()
+    .collect()
+}
+
+/// Reads the user's dSprites npz; every layout problem is a clear error naming the file.
+/// `stride` keeps every `stride`-th image in file order.
+pub fn read_npz(
+    path: &Path,
+    stride: usize,
+    seed: u64,
+    progress: &dyn Progress,
+) -> Result<ImageDataset, DspritesError> {
+    let stride = stride.max(1);
+    let mut zip = open_archive(path)?;
+    let (n, values, classes) = read_latents(&mut zip, path)?;
+    let bits = read_images(&mut zip, path, n, stride, progress)?;
+    let keep: Vec<usize> = (0..n).step_by(stride).collect();
+    let (attributes, labels) = kept_latents(&values, &classes, &keep, path)?;
     let mut ds = ImageDataset {
         header: header(
             format!("dSprites npz {}", path.display()),
             keep.len(),
-            sha.map(|s| {
-                (
-                    path.file_name()
-                        .unwrap_or_default()
-                        .to_string_lossy()
-                        .into_owned(),
-                    format!("sha256:{s}"),
-                )
-            })
-            .into_iter()
-            .collect(),
+            source_digest(path),
             vec![
                 format!("every {stride}-th image of the file"),
                 format!("splits 80/10/10 from a permutation with seed {seed}"),
@@ -553,6 +619,125 @@ mod tests {
         std::fs::write(&p, b"not a zip").unwrap();
         let e = read_npz(&p, 1, 0, &Quiet).unwrap_err().to_string();
         assert!(e.contains("not an npz (zip) archive"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_and_dtypes_are_clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("odd.npz");
+        let (i, v, c) = layout(4);
+        let run = |members: &[(&str, Vec<u8>)]| {
+            write_small(&p, members);
+            read_npz(&p, 1, 0, &Quiet).unwrap_err().to_string()
+        };
+        let e = run(&[
+            ("imgs.npy", i.clone()),
+            ("latents_values.npy", npy("<i8", &[4, 6], &[0u8; 4 * 6 * 8])),
+            ("latents_classes.npy", c.clone()),
+        ]);
+        assert!(
+            e.ends_with("odd.npz: latents_values has dtype <i8, expected float64"),
+            "{e}"
+        );
+        let e = run(&[
+            ("imgs.npy", i.clone()),
+            ("latents_values.npy", v.clone()),
+            (
+                "latents_classes.npy",
+                npy("<f8", &[4, 6], &[0u8; 4 * 6 * 8]),
+            ),
+        ]);
+        assert!(
+            e.ends_with("odd.npz: latents_classes has dtype <f8, expected int64"),
+            "{e}"
+        );
+        // A pixel of 2 in image 2 (the first bad pixel is named).
+        let mut i2 = i.clone();
+        let data_at = i2.len() - 4 * 4096;
+        i2[data_at + 2 * 4096 + 7] = 2;
+        let e = run(&[
+            ("imgs.npy", i2.clone()),
+            ("latents_values.npy", v.clone()),
+            ("latents_classes.npy", c.clone()),
+        ]);
+        assert!(
+            e.ends_with("odd.npz: imgs: image 2 pixel 7 is 2, expected 0 or 1"),
+            "{e}"
+        );
+        // Image 2 is skipped with stride 2, so it is not checked.
+        write_small(
+            &p,
+            &[
+                ("imgs.npy", i2),
+                ("latents_values.npy", v.clone()),
+                ("latents_classes.npy", c.clone()),
+            ],
+        );
+        let ds = read_npz(&p, 3, 0, &Quiet).unwrap();
+        assert_eq!((ds.len(), ds.labels.clone()), (2, vec![0, 0]));
+        let mut short = i.clone();
+        short.truncate(short.len() - 100);
+        let e = run(&[
+            ("imgs.npy", short),
+            ("latents_values.npy", v.clone()),
+            ("latents_classes.npy", c.clone()),
+        ]);
+        assert!(e.contains("odd.npz: imgs: truncated at image 3: "), "{e}");
+        // Row 1 has shape class 7.
+        let mut c7 = c.clone();
+        let row1 = c7.len() - 4 * 6 * 8 + 6 * 8 + 8;
+        c7[row1..row1 + 8].copy_from_slice(&7i64.to_le_bytes());
+        let e = run(&[
+            ("imgs.npy", i.clone()),
+            ("latents_values.npy", v.clone()),
+            ("latents_classes.npy", c7),
+        ]);
+        assert!(
+            e.ends_with("odd.npz: latents_classes row 1: shape class 7 is not 0, 1 or 2"),
+            "{e}"
+        );
+        let e = run(&[
+            ("imgs.npy", i.clone()),
+            ("latents_values.npy", b"nonsense".to_vec()),
+            ("latents_classes.npy", c.clone()),
+        ]);
+        assert!(
+            e.starts_with(&format!("{}: latents_values.npy: ", p.display())),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn reads_float32_values_and_a_version_2_imgs_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("v2.npz");
+        let (i, _, c) = layout(3);
+        // The same images behind a version 2.0 header (4-byte header length).
+        let data = &i[i.len() - 3 * 4096..];
+        let h = "{'descr': '|u1', 'fortran_order': False, 'shape': (3, 64, 64), }\n";
+        let mut i2 = b"\x93NUMPY\x02\x00".to_vec();
+        i2.extend_from_slice(&(h.len() as u32).to_le_bytes());
+        i2.extend_from_slice(h.as_bytes());
+        i2.extend_from_slice(data);
+        let mut vals = Vec::new();
+        for k in 0..3 {
+            for x in [1.0f32, (k % 3 + 1) as f32, 0.5, 0.25, 0.125, 1.0] {
+                vals.extend_from_slice(&x.to_le_bytes());
+            }
+        }
+        write_small(
+            &p,
+            &[
+                ("imgs.npy", i2),
+                ("latents_values.npy", npy("<f4", &[3, 6], &vals)),
+                ("latents_classes.npy", c),
+            ],
+        );
+        let ds = read_npz(&p, 1, 0, &Quiet).unwrap();
+        assert_eq!(ds.labels, vec![0, 1, 2]);
+        assert_eq!(ds.attributes_of(2), &[3.0, 0.5, 0.25, 0.125, 1.0]);
+        let got: Vec<u8> = ds.image(1).iter().map(|&x| x as u8).collect();
+        assert_eq!(got, data[4096..8192]);
     }
 
     #[test]

@@ -464,16 +464,9 @@ fn interp(x: f64, xp: &[f64], fp: &[f64]) -> f64 {
     slope * (x - xp[j]) + fp[j]
 }
 
-/// Measures one digit (`h x w` grey pixels, 0 background, 255 ink).
-pub fn measure(img: &[u8], h: usize, w: usize) -> Morphometrics {
-    let (hh, hw) = (h * SCALE, w * SCALE);
-    let hires = hires_image(img, h, w);
-    let bin = binarise(&hires);
-    let dist = distance_transform(&bin, hh, hw);
-    let skel = medial_axis(&bin, &dist, hh, hw);
+/// Skeleton length and mean stroke thickness along the skeleton, in original pixels.
+fn skeleton_measures(skel: &[bool], dist: &[f64], hh: usize, hw: usize) -> (f64, f64) {
     let s = SCALE as f64;
-
-    let area = bin.iter().filter(|&&b| b).count() as f64 / (s * s);
     let at = |r: i64, c: i64| -> f64 {
         if r >= 0
             && c >= 0
@@ -501,15 +494,17 @@ pub fn measure(img: &[u8], h: usize, w: usize) -> Morphometrics {
             nskel += 1;
         }
     }
-    let length = length / s;
     let thickness = if nskel > 0 {
         2.0 * (dsum / nskel as f64) / s
     } else {
         0.0
     };
+    (length / s, thickness)
+}
 
-    // Moments of the grey hi-res image (x = column, y = row).
-    let (mut m00, mut m10, mut m01, mut m20, mut m11, mut m02) = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+/// Raw moments `(m00, m10, m01, m11, m02)` of the grey hi-res image (x = column, y = row).
+fn raw_moments(hires: &[u8], hh: usize, hw: usize) -> (f64, f64, f64, f64, f64) {
+    let (mut m00, mut m10, mut m01, mut m11, mut m02) = (0.0, 0.0, 0.0, 0.0, 0.0);
     for r in 0..hh {
         for c in 0..hw {
             let v = hires[r * hw + c] as f64;
@@ -517,33 +512,26 @@ pub fn measure(img: &[u8], h: usize, w: usize) -> Morphometrics {
             m00 += v;
             m10 += x * v;
             m01 += y * v;
-            m20 += x * x * v;
             m11 += x * y * v;
             m02 += y * y * v;
         }
     }
-    if m00 == 0.0 {
-        return Morphometrics {
-            area,
-            length,
-            thickness,
-            slant: 0.0,
-            width: 0.0,
-            height: 0.0,
-        };
-    }
-    let (m10, m01, m11, m02) = (m10 / m00, m01 / m00, m11 / m00, m02 / m00);
-    let _ = m20;
-    let u11 = m11 - m10 * m01;
-    let u02 = m02 - m01 * m01;
-    let shear = u11 / u02;
-    let slant = (-shear).atan();
+    (m00, m10, m01, m11, m02)
+}
 
-    // Bounding parallelogram: mass CDFs across the sheared columns and across rows.
+/// Mass of the hi-res image bucketed by sheared column (`hw + 1` buckets) and by row
+/// (`hh + 1` buckets, row r in bucket r + 1); `cy` is the centroid row the shear pivots on.
+fn sheared_mass_buckets(
+    hires: &[u8],
+    hh: usize,
+    hw: usize,
+    shear: f64,
+    cy: f64,
+) -> (Vec<f64>, Vec<f64>) {
     let mut hbucket = vec![0.0; hw + 1];
     let mut vbucket = vec![0.0; hh + 1];
     for r in 0..hh {
-        let sh = shear * (r as f64 - m01);
+        let sh = shear * (r as f64 - cy);
         for c in 0..hw {
             let v = hires[r * hw + c] as f64;
             if v == 0.0 {
@@ -562,29 +550,63 @@ pub fn measure(img: &[u8], h: usize, w: usize) -> Morphometrics {
             vbucket[r + 1] += v;
         }
     }
-    let cdf = |b: &[f64], n: usize| -> Vec<f64> {
-        let mut acc = 0.0;
-        (0..n)
-            .map(|t| {
-                acc += b[t];
-                acc / m00
-            })
-            .collect()
-    };
-    let hcdf = cdf(&hbucket, hw);
-    let vcdf = cdf(&vbucket, hh);
-    let hloc: Vec<f64> = (0..hw).map(|t| t as f64).collect();
-    let vloc: Vec<f64> = (0..hh).map(|t| t as f64).collect();
+    (hbucket, vbucket)
+}
+
+/// Extent between the `BOUND_FRAC / 2` and `1 - BOUND_FRAC / 2` quantiles of the mass in
+/// the first `n` buckets (total mass `m00`), in bucket units.
+fn quantile_extent(bucket: &[f64], n: usize, m00: f64) -> f64 {
+    let mut acc = 0.0;
+    let cdf: Vec<f64> = (0..n)
+        .map(|t| {
+            acc += bucket[t];
+            acc / m00
+        })
+        .collect();
+    let loc: Vec<f64> = (0..n).map(|t| t as f64).collect();
     let f = BOUND_FRAC / 2.0;
-    let (left, right) = (interp(f, &hcdf, &hloc), interp(1.0 - f, &hcdf, &hloc));
-    let (top, bottom) = (interp(f, &vcdf, &vloc), interp(1.0 - f, &vcdf, &vloc));
+    interp(1.0 - f, &cdf, &loc) - interp(f, &cdf, &loc)
+}
+
+/// Slant (radians) and the width and height of the de-slanted bounding parallelogram (in
+/// original pixels) from the grey hi-res image's moments; all zero for a blank image.
+fn slant_and_bounds(hires: &[u8], hh: usize, hw: usize) -> (f64, f64, f64) {
+    let (m00, m10, m01, m11, m02) = raw_moments(hires, hh, hw);
+    if m00 == 0.0 {
+        return (0.0, 0.0, 0.0);
+    }
+    let (m10, m01, m11, m02) = (m10 / m00, m01 / m00, m11 / m00, m02 / m00);
+    let u11 = m11 - m10 * m01;
+    let u02 = m02 - m01 * m01;
+    let shear = u11 / u02;
+    let slant = (-shear).atan();
+
+    // Bounding parallelogram: mass CDFs across the sheared columns and across rows.
+    let (hbucket, vbucket) = sheared_mass_buckets(hires, hh, hw, shear, m01);
+    let s = SCALE as f64;
+    let width = quantile_extent(&hbucket, hw, m00) / s;
+    let height = quantile_extent(&vbucket, hh, m00) / s;
+    (slant, width, height)
+}
+
+/// Measures one digit (`h x w` grey pixels, 0 background, 255 ink).
+pub fn measure(img: &[u8], h: usize, w: usize) -> Morphometrics {
+    let (hh, hw) = (h * SCALE, w * SCALE);
+    let hires = hires_image(img, h, w);
+    let bin = binarise(&hires);
+    let dist = distance_transform(&bin, hh, hw);
+    let skel = medial_axis(&bin, &dist, hh, hw);
+    let s = SCALE as f64;
+    let area = bin.iter().filter(|&&b| b).count() as f64 / (s * s);
+    let (length, thickness) = skeleton_measures(&skel, &dist, hh, hw);
+    let (slant, width, height) = slant_and_bounds(&hires, hh, hw);
     Morphometrics {
         area,
         length,
         thickness,
         slant,
-        width: (right - left) / s,
-        height: (bottom - top) / s,
+        width,
+        height,
     }
 }
 
