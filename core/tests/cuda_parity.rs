@@ -27,14 +27,10 @@ const GRADIENT_TOLERANCE: f64 = 1e-3;
 mod parity_data;
 use parity_data::batch;
 
-/// Freshly initialised weights with every tensor perturbed ([`parity_data::perturb`]).
+/// Freshly initialised weights with every tensor perturbed ([`parity_data::perturbed`]).
 fn weights(cfg: &MeasureVaeConfig, seed: u64) -> NamedTensors {
-    let mut t = MeasureVae::new(cfg, seed, &Device::Cpu)
-        .unwrap()
-        .to_tensors()
-        .unwrap();
-    parity_data::perturb(&mut t, seed);
-    t
+    let fresh = MeasureVae::new(cfg, seed, &Device::Cpu).unwrap();
+    parity_data::perturbed(fresh.to_tensors().unwrap(), seed)
 }
 
 /// Loss parts and every parameter's gradient of candle's forward and backward on `dev`.

@@ -336,6 +336,18 @@ mod tests {
     use candle_core::{DType, Var};
     use rand::SeedableRng;
 
+    /// The largest |a - b| over all entries of two f64 tensors.
+    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap()
+    }
+
     fn randn(rng: &mut impl Rng, shape: &[usize]) -> Tensor {
         let n: usize = shape.iter().product();
         let v: Vec<f64> = (0..n).map(|_| rng.gen_range(-1.0..1.0)).collect();
@@ -477,36 +489,15 @@ mod tests {
                 .step(&p.cells[0][1].project(x).unwrap(), &h)
                 .unwrap();
         }
-        let diff = (finals[1].clone() - h)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f64>()
-            .unwrap();
+        let diff = max_abs_diff(&finals[1], &h);
         assert!(diff < 1e-12);
         assert_eq!(finals.len(), 4);
         assert_eq!(outs.len(), 2);
         // Top-layer forward output at the last step is l1-fwd's final state.
-        let diff = (outs[0][4].clone() - &finals[2])
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f64>()
-            .unwrap();
+        let diff = max_abs_diff(&outs[0][4], &finals[2]);
         assert_eq!(diff, 0.0);
         // Top-layer reverse output at step 0 is l1-bwd's final state.
-        let diff = (outs[1][0].clone() - &finals[3])
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f64>()
-            .unwrap();
+        let diff = max_abs_diff(&outs[1][0], &finals[3]);
         assert_eq!(diff, 0.0);
     }
 }

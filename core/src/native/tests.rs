@@ -19,14 +19,10 @@ fn loss_config() -> LossConfig {
 mod parity_data;
 use parity_data::batch;
 
-/// Freshly initialised weights with every tensor perturbed ([`parity_data::perturb`]).
+/// Freshly initialised weights with every tensor perturbed ([`parity_data::perturbed`]).
 fn weights(cfg: &MeasureVaeConfig, seed: u64) -> NamedTensors {
-    let mut t = MeasureVae::new(cfg, seed, &Device::Cpu)
-        .unwrap()
-        .to_tensors()
-        .unwrap();
-    parity_data::perturb(&mut t, seed);
-    t
+    let fresh = MeasureVae::new(cfg, seed, &Device::Cpu).unwrap();
+    parity_data::perturbed(fresh.to_tensors().unwrap(), seed)
 }
 
 struct Compared {

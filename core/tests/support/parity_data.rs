@@ -8,13 +8,17 @@ use std::collections::BTreeMap;
 
 /// Moves every value of every tensor by U(-0.05, 0.05) (seed + 100), so that learned inputs
 /// and biases are not zero and every path carries gradient.
-pub fn perturb(tensors: &mut BTreeMap<String, (Vec<usize>, Vec<f32>)>, seed: u64) {
+pub fn perturbed(
+    mut tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+    seed: u64,
+) -> BTreeMap<String, (Vec<usize>, Vec<f32>)> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed + 100);
     for (_, v) in tensors.values_mut() {
         for x in v.iter_mut() {
             *x += rng.gen_range(-0.05f32..0.05);
         }
     }
+    tensors
 }
 
 /// `b` measures of realistic structure: mostly HOLD, some notes, some rests; attributes

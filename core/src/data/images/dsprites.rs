@@ -478,8 +478,7 @@ mod tests {
     use super::*;
     use std::io::Write;
 
-    struct Quiet;
-    impl Progress for Quiet {}
+    use crate::data::build::Silent;
 
     fn npy(descr: &str, shape: &[usize], data: &[u8]) -> Vec<u8> {
         let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
@@ -547,7 +546,7 @@ mod tests {
                 ("latents_classes.npy", c),
             ],
         );
-        let ds = read_npz(&p, 1, 0, &Quiet).unwrap();
+        let ds = read_npz(&p, 1, 0, &Silent).unwrap();
         assert_eq!(ds.len(), 12);
         assert_eq!(ds.labels[..4], [0, 1, 2, 0]);
         let v = factor_values(2, 5, 35, 25, 23);
@@ -556,7 +555,7 @@ mod tests {
         let want = render(2, v[1], v[2], v[3], v[4]);
         let got: Vec<u8> = ds.image(5).iter().map(|&x| x as u8).collect();
         assert_eq!(got, want);
-        assert_eq!(read_npz(&p, 4, 0, &Quiet).unwrap().len(), 3);
+        assert_eq!(read_npz(&p, 4, 0, &Silent).unwrap().len(), 3);
     }
 
     #[test]
@@ -572,7 +571,7 @@ mod tests {
                 ("latents_classes.npy", c.clone()),
             ],
         );
-        let e = read_npz(&p, 1, 0, &Quiet).unwrap_err().to_string();
+        let e = read_npz(&p, 1, 0, &Silent).unwrap_err().to_string();
         assert!(
             e.contains("bad.npz: has no 'imgs' array (found: images.npy"),
             "{e}"
@@ -586,7 +585,7 @@ mod tests {
                 ("latents_classes.npy", c.clone()),
             ],
         );
-        let e = read_npz(&p, 1, 0, &Quiet).unwrap_err().to_string();
+        let e = read_npz(&p, 1, 0, &Silent).unwrap_err().to_string();
         assert!(
             e.contains("imgs is |u1 [4, 32, 32]; expected uint8 (N, 64, 64)"),
             "{e}"
@@ -600,7 +599,7 @@ mod tests {
                 ("latents_classes.npy", c.clone()),
             ],
         );
-        let e = read_npz(&p, 1, 0, &Quiet).unwrap_err().to_string();
+        let e = read_npz(&p, 1, 0, &Silent).unwrap_err().to_string();
         assert!(e.contains("must both be (N, 6)"), "{e}");
         let (i3, _, _) = layout(3);
         write_small(
@@ -611,13 +610,13 @@ mod tests {
                 ("latents_classes.npy", c.clone()),
             ],
         );
-        let e = read_npz(&p, 1, 0, &Quiet).unwrap_err().to_string();
+        let e = read_npz(&p, 1, 0, &Silent).unwrap_err().to_string();
         assert!(
             e.contains("imgs has 3 images but latents have 4 rows"),
             "{e}"
         );
         std::fs::write(&p, b"not a zip").unwrap();
-        let e = read_npz(&p, 1, 0, &Quiet).unwrap_err().to_string();
+        let e = read_npz(&p, 1, 0, &Silent).unwrap_err().to_string();
         assert!(e.contains("not an npz (zip) archive"), "{e}");
     }
 
@@ -628,7 +627,7 @@ mod tests {
         let (i, v, c) = layout(4);
         let run = |members: &[(&str, Vec<u8>)]| {
             write_small(&p, members);
-            read_npz(&p, 1, 0, &Quiet).unwrap_err().to_string()
+            read_npz(&p, 1, 0, &Silent).unwrap_err().to_string()
         };
         let e = run(&[
             ("imgs.npy", i.clone()),
@@ -673,7 +672,7 @@ mod tests {
                 ("latents_classes.npy", c.clone()),
             ],
         );
-        let ds = read_npz(&p, 3, 0, &Quiet).unwrap();
+        let ds = read_npz(&p, 3, 0, &Silent).unwrap();
         assert_eq!((ds.len(), ds.labels.clone()), (2, vec![0, 0]));
         let mut short = i.clone();
         short.truncate(short.len() - 100);
@@ -733,7 +732,7 @@ mod tests {
                 ("latents_classes.npy", c),
             ],
         );
-        let ds = read_npz(&p, 1, 0, &Quiet).unwrap();
+        let ds = read_npz(&p, 1, 0, &Silent).unwrap();
         assert_eq!(ds.labels, vec![0, 1, 2]);
         assert_eq!(ds.attributes_of(2), &[3.0, 0.5, 0.25, 0.125, 1.0]);
         let got: Vec<u8> = ds.image(1).iter().map(|&x| x as u8).collect();

@@ -258,8 +258,7 @@ mod tests {
     use super::*;
     use crate::data::images::idx::encode_idx;
 
-    struct Quiet;
-    impl Progress for Quiet {}
+    use crate::data::build::Silent;
 
     fn digit(shift: usize) -> Vec<u8> {
         let mut img = vec![0u8; 784];
@@ -309,7 +308,7 @@ mod tests {
             &MnistSource::Npm(dir.path().into()),
             DigitImages::Original,
             None,
-            &Quiet,
+            &Silent,
         )
         .unwrap();
         assert_eq!(ds.len(), 20);
@@ -325,7 +324,7 @@ mod tests {
             &MnistSource::Npm(dir.path().into()),
             DigitImages::Original,
             None,
-            &Quiet,
+            &Silent,
         )
         .unwrap_err()
         .to_string();
