@@ -68,6 +68,10 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Latent size.
     pub latent: usize,
+    /// Dropout between the GRU layers in training (the paper's 0.5; runs saved before this
+    /// setting existed read as 0.5).
+    #[serde(default = "paper_dropout")]
+    pub dropout: f32,
     /// Regularized attributes; attribute l sits on latent dimension l.
     pub attributes: Vec<Attribute>,
     /// Use at most this many training measures per epoch (a fresh random subset each epoch).
@@ -78,6 +82,11 @@ pub struct TrainConfig {
     /// switch engines.
     #[serde(default)]
     pub engine: Engine,
+}
+
+/// MeasureVAE's dropout in the paper (and the reference code).
+fn paper_dropout() -> f32 {
+    MeasureVaeConfig::default().dropout
 }
 
 impl TrainConfig {
@@ -93,6 +102,7 @@ impl TrainConfig {
             delta: 10.0,
             seed: 0,
             latent: 32,
+            dropout: paper_dropout(),
             attributes: if model == ModelKind::ArVae {
                 Attribute::ALL.to_vec()
             } else {
@@ -144,6 +154,7 @@ impl TrainConfig {
     pub fn model_config(&self) -> MeasureVaeConfig {
         MeasureVaeConfig {
             latent: self.latent,
+            dropout: self.dropout,
             ..MeasureVaeConfig::default()
         }
     }
@@ -802,7 +813,7 @@ fn save_epoch(
 }
 
 /// The model a fine-tuning run starts from: `init`'s weights, which must have the sizes `cfg`
-/// trains.
+/// trains (its dropout may differ: the run's applies).
 fn initial_weights(
     init: &Checkpoint,
     cfg: &TrainConfig,
@@ -813,12 +824,16 @@ fn initial_weights(
         .meta
         .measure_vae_config()
         .map_err(|e| TrainError::Config(format!("the model to start from: {e}")))?;
+    let have = MeasureVaeConfig {
+        dropout: want.dropout,
+        ..have
+    };
     if have != want {
         return Err(TrainError::Config(format!(
             "the model to start from has other sizes ({have:?}) than this run ({want:?}); use its --latent"
         )));
     }
-    Ok(MeasureVae::from_checkpoint(init, device)?)
+    Ok(MeasureVae::from_tensors(&want, &init.tensors, device)?)
 }
 
 impl TrainConfig {
@@ -967,5 +982,32 @@ mod tests {
             &Quiet,
         );
         assert!(e.err().unwrap().to_string().contains("--latent"));
+        // The dropout is no size: a fine-tuning run may change it; the run's applies and is
+        // what its checkpoint records.
+        let run = |dropout, out: &str| {
+            let c = TrainConfig { dropout, ..cfg(1) };
+            train(
+                &mine,
+                &c,
+                &dir.path().join(out),
+                Start::From(&init),
+                &cpu,
+                &Quiet,
+            )
+            .unwrap()
+        };
+        let (none, most) = (run(0.0, "d0"), run(0.9, "d9"));
+        let recorded = |r: &TrainOutcome| {
+            let ck = Checkpoint::load(&r.paths.model).unwrap();
+            ck.meta.measure_vae_config().unwrap().dropout
+        };
+        assert_eq!((recorded(&none), recorded(&most)), (0.0, 0.9));
+        let train_loss = |r: &TrainOutcome| r.history[0].train.total;
+        assert!(
+            train_loss(&none) < train_loss(&most),
+            "dropout 0: {}, dropout 0.9: {}",
+            train_loss(&none),
+            train_loss(&most)
+        );
     }
 }

@@ -542,7 +542,7 @@ fn train_rejects_bad_numbers_before_any_work() {
     let dir = tempfile::tempdir().unwrap();
     let ds = synthetic_dataset(dir.path(), 20);
     let run = dir.path().join("run");
-    let cases: [(&[&str], &str); 11] = [
+    let cases: [(&[&str], &str); 13] = [
         (&["--max-measures", "0"], "--max-measures 0"),
         (&["--gamma=-1"], "--gamma -1"),
         (&["--beta", "NaN"], "--beta NaN"),
@@ -554,6 +554,8 @@ fn train_rejects_bad_numbers_before_any_work() {
         (&["--latent", "2"], "--latent 2"),
         (&["--attributes", "contour,contour"], "contour twice"),
         (&["--epochs", "0"], "--epochs 0"),
+        (&["--dropout", "1"], "--dropout 1 must be in [0, 1)"),
+        (&["--dropout=-0.1"], "--dropout -0.1"),
     ];
     for (extra, needle) in cases {
         let mut args = vec!["train", "--data", s(&ds), "--out", s(&run)];
