@@ -501,16 +501,7 @@ fn data_build_names_skipped_files_and_reasons() {
 fn image_datasets_are_described_not_called_bad_magic() {
     let dir = tempfile::tempdir().unwrap();
     let ds = dir.path().join("sprites.arvae");
-    ok(&[
-        "data",
-        "build",
-        "--collection",
-        "dsprites",
-        "--stride",
-        "2000",
-        "--out",
-        s(&ds),
-    ]);
+    common::dsprites_dataset(&ds, 2000);
     let text = ok(&["data", "stats", s(&ds)]);
     assert!(
         text.contains("image dataset") && text.contains("64x64") && text.contains("train"),

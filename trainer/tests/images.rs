@@ -3,23 +3,14 @@
 
 mod common;
 
-use common::{fails, ok, png_size, s};
+use common::{dsprites_dataset, fails, ok, png_size, s};
 
 #[test]
 fn image_traversal_grids_for_ar_vae_and_beta_vae() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("dsprites.arvae");
     // Every 4099th of the 737,280 frames: ~180 images over all five factors.
-    ok(&[
-        "data",
-        "build",
-        "--collection",
-        "dsprites",
-        "--stride",
-        "4099",
-        "--out",
-        s(&data),
-    ]);
+    dsprites_dataset(&data, 4099);
     let ar = dir.path().join("ar");
     let beta = dir.path().join("beta");
     for (model, out) in [("ar-vae", &ar), ("beta-vae", &beta)] {

@@ -49,3 +49,19 @@ pub fn png_size(p: &Path) -> (u32, u32) {
     let be = |i: usize| u32::from_be_bytes(b[i..i + 4].try_into().unwrap());
     (be(16), be(20))
 }
+
+/// `data build --collection dsprites --stride <stride> --out <out>`: every stride-th frame of
+/// the built-in renderer's 737,280.
+pub fn dsprites_dataset(out: &Path, stride: usize) {
+    let stride = stride.to_string();
+    ok(&[
+        "data",
+        "build",
+        "--collection",
+        "dsprites",
+        "--stride",
+        &stride,
+        "--out",
+        s(out),
+    ]);
+}
