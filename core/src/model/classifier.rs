@@ -72,7 +72,7 @@ impl ImageClassifier {
     ) -> Result<Self> {
         cfg.validate().map_err(candle_core::Error::msg)?;
         let varmap = params::varmap_from_tensors(classifier_shapes(cfg), tensors, device)?;
-        let p = params::tensor_table(params::named_vars(&varmap, classifier_shapes(cfg)));
+        let p = params::tensor_table(&varmap);
         Ok(ImageClassifier {
             cfg: cfg.clone(),
             varmap,

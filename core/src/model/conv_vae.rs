@@ -100,7 +100,7 @@ impl ConvVae {
     ) -> Result<Self> {
         cfg.validate().map_err(candle_core::Error::msg)?;
         let varmap = params::varmap_from_tensors(conv_vae_shapes(cfg), tensors, device)?;
-        let p = params::tensor_table(params::named_vars(&varmap, conv_vae_shapes(cfg)));
+        let p = params::tensor_table(&varmap);
         Ok(ConvVae {
             cfg: cfg.clone(),
             varmap,

@@ -53,10 +53,12 @@ pub fn tensors_of(vars: Vec<(String, Var)>) -> Result<NamedTensors> {
     Ok(out)
 }
 
-/// The variables as plain tensors by name, for a model that reads its weights by name.
-pub fn tensor_table(vars: Vec<(String, Var)>) -> std::collections::BTreeMap<String, Tensor> {
-    vars.into_iter()
-        .map(|(n, v)| (n, v.as_tensor().clone()))
+/// Every variable of `varmap` as a plain tensor by name, for a model that reads its weights
+/// by name.
+pub fn tensor_table(varmap: &VarMap) -> std::collections::BTreeMap<String, Tensor> {
+    let data = varmap.data().lock().expect("varmap lock");
+    data.iter()
+        .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
         .collect()
 }
 
