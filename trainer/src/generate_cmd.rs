@@ -419,13 +419,14 @@ pub struct ScoreArgs {
 
 fn print_score(label: &str, s: &Score) {
     println!(
-        "{label:<28} {:>6} {:>8} {:>9} {:>7} {:>6} {:>8} {:>8.3} {:>8.2}",
+        "{label:<28} {:>6} {:>8} {:>9} {:>7} {:>6} {:>8} {:>8} {:>8.3} {:>8.2}",
         s.bars,
         s.notes,
         s.outside_range,
         s.crowded,
         s.empty,
         format!("{:.2}", s.notes as f32 / s.bars.max(1) as f32),
+        format!("{:.2}", s.silences as f32 / s.bars.max(1) as f32),
         s.key_fit,
         s.join_interval
     );
@@ -440,6 +441,7 @@ fn merge(total: &mut Score, s: &Score, runs: usize) {
     total.outside_range += s.outside_range;
     total.crowded += s.crowded;
     total.empty += s.empty;
+    total.silences += s.silences;
 }
 
 /// Runs of consecutive bars of the same piece and transposition in `split`.
@@ -489,8 +491,17 @@ pub fn score_cmd(a: ScoreArgs) -> Result<()> {
         );
     }
     println!(
-        "\n{:<28} {:>6} {:>8} {:>9} {:>7} {:>6} {:>8} {:>8} {:>8}",
-        "", "bars", "notes", "outside", "crowded", "empty", "notes/b", "key fit", "join st"
+        "\n{:<28} {:>6} {:>8} {:>9} {:>7} {:>6} {:>8} {:>8} {:>8} {:>8}",
+        "",
+        "bars",
+        "notes",
+        "outside",
+        "crowded",
+        "empty",
+        "notes/b",
+        "rests/b",
+        "key fit",
+        "join st"
     );
     if let Some(path) = &a.data {
         let ds = Dataset::load(path)?;

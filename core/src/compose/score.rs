@@ -1,6 +1,6 @@
 //! Numbers a listener hears, for generated bars and real bars side by side: pitches outside
-//! the trained range, crowded and empty bars, how well 4-bar windows keep one key, the
-//! interval at bar joins, and how near the bars sit to the knobs.
+//! the trained range, crowded and empty bars, silences inside bars, how well 4-bar windows
+//! keep one key, the interval at bar joins, and how near the bars sit to the knobs.
 
 use crate::music::token::Measure;
 use crate::music::Attribute;
@@ -30,6 +30,8 @@ pub struct Score {
     pub crowded: usize,
     /// Bars without an onset.
     pub empty: usize,
+    /// Silences ([`Measure::silences`]) in all bars.
+    pub silences: usize,
     /// Mean over 4-bar windows of the share of their onsets in the best-fitting major scale.
     pub key_fit: f32,
     /// Mean |first onset of a bar - last onset of the bar before|, semitones (joins where both
@@ -112,6 +114,7 @@ pub fn score(bars: &[Measure], range: (u8, u8)) -> Score {
         s.outside_range += onsets(m).filter(|&p| p < range.0 || p > range.1).count();
         s.crowded += usize::from(n >= CROWDED);
         s.empty += usize::from(n == 0);
+        s.silences += m.silences();
     }
     s
 }
@@ -178,6 +181,7 @@ mod tests {
         assert_eq!(s.notes, 4 + 3 + 21);
         assert_eq!(s.outside_range, 1);
         assert_eq!((s.crowded, s.empty), (1, 1));
+        assert_eq!(s.silences, 1);
         // One window: pitch classes C x21 (20 + ... ) etc.; best major is C (all but F# and
         // the E2 (40 = E) is in C): 27 of 28.
         assert!((s.key_fit - 27.0 / 28.0).abs() < 1e-6, "{}", s.key_fit);

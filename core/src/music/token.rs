@@ -137,6 +137,24 @@ impl Measure {
         out
     }
 
+    /// Silences in the measure: each `REST` or pad (`START`, `END`: silence before or after a
+    /// tune) starts one unless the event before it in the measure is silent too (a rest, then
+    /// holds, then a rest is one silence). An empty measure has one. Allocation-free (target
+    /// matching counts it for every candidate).
+    pub fn silences(&self) -> usize {
+        let mut silent = false;
+        let mut n = 0;
+        for (i, &t) in self.0.iter().enumerate() {
+            if matches!(t, REST | START | END) {
+                n += usize::from(i == 0 || !silent);
+                silent = true;
+            } else if is_note(t) {
+                silent = false;
+            }
+        }
+        n
+    }
+
     /// Transposed copy, or `None` if a note would leave 0..=127.
     pub fn transposed(&self, semitones: i32) -> Option<Self> {
         let mut m = *self;
@@ -210,5 +228,34 @@ mod tests {
         assert!(Measure::from_slice(&[200; 24]).is_none());
         assert_eq!(m.transposed(2).unwrap().0[2], 62);
         assert!(m.transposed(100).is_none());
+    }
+
+    #[test]
+    fn silences_count_rests_that_follow_sound() {
+        assert_eq!(Measure::rest().silences(), 1);
+        let mut t = [HOLD; 24];
+        t[0] = 60;
+        assert_eq!(Measure(t).silences(), 0);
+        // C4, rest, D4, rest, rest (one silence), E4: two silences.
+        t[3] = REST;
+        t[6] = 62;
+        t[9] = REST;
+        t[12] = REST;
+        t[18] = 64;
+        assert_eq!(Measure(t).silences(), 2);
+        // A leading hold continues the bar before: the rest after it starts a silence.
+        t[0] = HOLD;
+        assert_eq!(Measure(t).silences(), 2);
+        t[0] = REST;
+        t[3] = HOLD;
+        assert_eq!(Measure(t).silences(), 2);
+        // A pickup bar: the pads before the tune are one silence, a rest after them the same.
+        let mut p = [HOLD; 24];
+        p[0] = START;
+        p[1] = START;
+        p[2] = REST;
+        p[12] = 67;
+        p[18] = END;
+        assert_eq!(Measure(p).silences(), 2);
     }
 }
