@@ -11,8 +11,6 @@
 //! best one the CPU supports at run time. The activations are shared, branch-free code that
 //! vectorizes under whichever target features it is inlined into.
 
-use crate::music::token::{HOLD, REST};
-
 /// Rows per full block of a [`Packed`] matrix (the register tile of the matrix-vector kernels:
 /// 4 AVX-512 or 8 AVX2 registers of accumulators).
 const BLOCK: usize = 64;
@@ -1171,9 +1169,8 @@ pub(crate) fn gru_update<const FMA: bool>(h: &mut [f32], gi: &[f32], gh: &[f32])
     }
 }
 
-/// [`argmax`] over the pitch tokens `lo..=hi`, `REST` and `HOLD`: the first maximum among
-/// them. The pads (`START`, `END`: where a tune begins or ends inside a bar) are left out, so
-/// a bar is all music. With `(0, 127)` it is [`argmax`] over every token, pads included.
+/// [`argmax`] over the pitch tokens `lo..=hi` and every token from 128 on (rest, hold, pads):
+/// the first maximum among them. With `(0, 127)` it is [`argmax`].
 #[inline]
 pub(crate) fn argmax_pitches(v: &[f32], (lo, hi): (u8, u8)) -> usize {
     if (lo, hi) == (0, 127) {
@@ -1181,8 +1178,7 @@ pub(crate) fn argmax_pitches(v: &[f32], (lo, hi): (u8, u8)) -> usize {
     }
     let mut best = lo as usize;
     let mut val = v[best];
-    let rest_hold = REST as usize..=HOLD as usize;
-    for i in (lo as usize + 1..=hi as usize).chain(rest_hold) {
+    for i in (lo as usize + 1..=hi as usize).chain(128..v.len()) {
         if val < v[i] {
             best = i;
             val = v[i];
@@ -1433,12 +1429,7 @@ mod tests {
         assert_eq!(argmax_pitches(&v, (0, 127)), 10);
         assert_eq!(argmax_pitches(&v, (55, 84)), 70);
         assert_eq!(argmax_pitches(&v, (55, 65)), 60);
-        v[130] = 5.0; // START: chosen only without a range
-        assert_eq!(argmax_pitches(&v, (0, 127)), 10);
-        assert_eq!(argmax_pitches(&v, (55, 65)), 60);
-        v[128] = 4.0;
-        assert_eq!(argmax_pitches(&v, (55, 65)), 128);
-        v[129] = 4.5;
-        assert_eq!(argmax_pitches(&v, (55, 84)), 129);
+        v[130] = 5.0;
+        assert_eq!(argmax_pitches(&v, (55, 65)), 130);
     }
 }

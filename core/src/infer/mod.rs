@@ -348,10 +348,9 @@ impl InferModel {
     }
 
     /// Restricts greedy decoding to pitch tokens `lo..=hi` (the range the model was trained
-    /// on): a pitch outside it is never chosen, whatever its logit; `REST` and `HOLD` stay
-    /// allowed, and the pads (`START`, `END`, which mark a tune's edges inside its first and
-    /// last bars and sound as silence) are never chosen. `0..=127` (the default) is plain
-    /// argmax over every token, as in training. `lo > hi` or `hi > 127` is an error.
+    /// on): a pitch outside it is never chosen, whatever its logit; `REST`, `HOLD` and the pads
+    /// stay allowed. `0..=127` (the default) is plain argmax. `lo > hi` or `hi > 127` is an
+    /// error.
     pub fn set_pitch_range(&mut self, lo: u8, hi: u8) -> Result<(), InferError> {
         if lo > hi || hi > 127 {
             return Err(InferError::Checkpoint(format!(
