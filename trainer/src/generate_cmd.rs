@@ -499,7 +499,7 @@ pub fn score_cmd(a: ScoreArgs) -> Result<()> {
         "crowded",
         "empty",
         "notes/b",
-        "rests/b",
+        "silences",
         "key fit",
         "join st"
     );
