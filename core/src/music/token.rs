@@ -144,9 +144,9 @@ impl Measure {
     pub fn silences(&self) -> usize {
         let mut silent = false;
         let mut n = 0;
-        for (i, &t) in self.0.iter().enumerate() {
+        for &t in &self.0 {
             if matches!(t, REST | START | END) {
-                n += usize::from(i == 0 || !silent);
+                n += usize::from(!silent);
                 silent = true;
             } else if is_note(t) {
                 silent = false;
