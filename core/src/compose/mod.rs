@@ -4,7 +4,8 @@
 //!
 //! - **Prior** ([`crate::prior`]): the free latent dimensions are drawn from the model's own
 //!   distribution of codes (stored in the checkpoint), not from N(0, I).
-//! - **Range**: the decoder never chooses a pitch outside the range the model was trained on.
+//! - **Range**: the decoder never chooses a pitch outside the range the model was trained on,
+//!   nor a tune's padding after music (the bars of an endless melody are all music).
 //! - **Knobs** ([`knobs`]): targets in musical units (notes per bar, semitones, percent) map to
 //!   the regularized dimensions through a calibration measured through the decoder; target
 //!   matching ([`steer`]) then searches those dimensions for the bar nearest the knobs.
@@ -565,6 +566,7 @@ impl Composer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::music::token::{Token, END, START};
 
     #[test]
     fn contour_past_the_range_knob_raises_the_range_target() {
@@ -777,6 +779,13 @@ mod tests {
                 for q in 0..16 {
                     c.phrase(&s, q, &mut bars).unwrap();
                     silences += bars[..4].iter().map(Measure::silences).sum::<usize>();
+                    // A tune's padding only where the data has it: START only before the
+                    // bar's first sound, no END in an endless melody (`set_pitch_range`).
+                    for m in &bars[..4] {
+                        let lead = m.0.iter().take_while(|&&t| t == START).count();
+                        let pad = |t: &Token| *t == START || *t == END;
+                        assert!(!m.0[lead..].iter().any(pad), "{}: {m:?}", b.name);
+                    }
                 }
                 // The data: 0.11 silences a bar (pads of pickup bars included), folk bars of
                 // 4 notes about 0.2; the shipped models 0.01-0.26 (`score`). A folk model

@@ -11,6 +11,8 @@
 //! best one the CPU supports at run time. The activations are shared, branch-free code that
 //! vectorizes under whichever target features it is inlined into.
 
+use crate::music::token::{HOLD, REST, START};
+
 /// Rows per full block of a [`Packed`] matrix (the register tile of the matrix-vector kernels:
 /// 4 AVX-512 or 8 AVX2 registers of accumulators).
 const BLOCK: usize = 64;
@@ -1169,16 +1171,21 @@ pub(crate) fn gru_update<const FMA: bool>(h: &mut [f32], gi: &[f32], gh: &[f32])
     }
 }
 
-/// [`argmax`] over the pitch tokens `lo..=hi` and every token from 128 on (rest, hold, pads):
-/// the first maximum among them. With `(0, 127)` it is [`argmax`].
+/// [`argmax`] over the tokens a bar in the middle of a melody may hold: the pitch tokens
+/// `lo..=hi`, `REST`, `HOLD`, and `START` only where the bar has had nothing else yet
+/// (`leading`: the first tick, or a `START` before it). The data's grammar is `START*` music
+/// `END*` (a tune's padding inside its first and last bars), so a pad after music is never
+/// music, and the endless melody composing plays never ends. With `(0, 127)` it is
+/// [`argmax`] over every token, as in training.
 #[inline]
-pub(crate) fn argmax_pitches(v: &[f32], (lo, hi): (u8, u8)) -> usize {
+pub(crate) fn argmax_pitches(v: &[f32], (lo, hi): (u8, u8), leading: bool) -> usize {
     if (lo, hi) == (0, 127) {
         return argmax(v);
     }
     let mut best = lo as usize;
     let mut val = v[best];
-    for i in (lo as usize + 1..=hi as usize).chain(128..v.len()) {
+    let last = if leading { START } else { HOLD } as usize;
+    for i in (lo as usize + 1..=hi as usize).chain(REST as usize..=last) {
         if val < v[i] {
             best = i;
             val = v[i];
@@ -1426,10 +1433,18 @@ mod tests {
         v[60] = 2.0;
         v[70] = 3.0;
         v[129] = 1.0;
-        assert_eq!(argmax_pitches(&v, (0, 127)), 10);
-        assert_eq!(argmax_pitches(&v, (55, 84)), 70);
-        assert_eq!(argmax_pitches(&v, (55, 65)), 60);
-        v[130] = 5.0;
-        assert_eq!(argmax_pitches(&v, (55, 65)), 130);
+        assert_eq!(argmax_pitches(&v, (0, 127), false), 10);
+        assert_eq!(argmax_pitches(&v, (55, 84), false), 70);
+        assert_eq!(argmax_pitches(&v, (55, 65), false), 60);
+        v[130] = 5.0; // START: only while the bar has had nothing else
+        assert_eq!(argmax_pitches(&v, (55, 65), true), 130);
+        assert_eq!(argmax_pitches(&v, (55, 65), false), 60);
+        assert_eq!(argmax_pitches(&v, (0, 127), false), 10);
+        v[131] = 6.0; // END: never, in a range
+        assert_eq!(argmax_pitches(&v, (55, 65), true), 130);
+        v[128] = 4.0;
+        assert_eq!(argmax_pitches(&v, (55, 65), false), 128);
+        v[129] = 4.5;
+        assert_eq!(argmax_pitches(&v, (55, 84), false), 129);
     }
 }

@@ -32,7 +32,7 @@ use kernels::{argmax_pitches, padded_bias, Isa, Packed, Portable};
 
 use crate::checkpoint::Checkpoint;
 use crate::music::token::{
-    Measure, BEATS_PER_MEASURE, HOLD, TICKS_PER_BEAT, TICKS_PER_MEASURE, VOCAB_SIZE,
+    Measure, BEATS_PER_MEASURE, HOLD, START, TICKS_PER_BEAT, TICKS_PER_MEASURE, VOCAB_SIZE,
 };
 use crate::music_model::{measure_vae_shapes, MeasureVaeConfig};
 
@@ -348,9 +348,12 @@ impl InferModel {
     }
 
     /// Restricts greedy decoding to pitch tokens `lo..=hi` (the range the model was trained
-    /// on): a pitch outside it is never chosen, whatever its logit; `REST`, `HOLD` and the pads
-    /// stay allowed. `0..=127` (the default) is plain argmax. `lo > hi` or `hi > 127` is an
-    /// error.
+    /// on): a pitch outside it is never chosen, whatever its logit; `REST` and `HOLD` stay
+    /// allowed, and so does `START` while the bar has had nothing else (a late first onset),
+    /// but never `END` or a `START` after music: the data's pads are `START*` music `END*`, so
+    /// the decoder choosing one after music plays a broken bar, and a composed melody never
+    /// ends. `0..=127` (the default) is plain argmax over every token, as in training. `lo > hi`
+    /// or `hi > 127` is an error.
     pub fn set_pitch_range(&mut self, lo: u8, hi: u8) -> Result<(), InferError> {
         if lo > hi || hi > 127 {
             return Err(InferError::Checkpoint(format!(
@@ -670,7 +673,8 @@ impl InferModel {
                         *x = x.max(0.0);
                     }
                 }
-                let best = argmax_pitches(logits, pitches);
+                let leading = prev.is_none_or(|p| p == START as usize);
+                let best = argmax_pitches(logits, pitches, leading);
                 out.0[t] = best as u8;
                 prev = Some(best);
                 if let Some(lo) = logits_out.as_deref_mut() {
@@ -750,7 +754,8 @@ impl InferModel {
                             *x = x.max(0.0);
                         }
                     }
-                    let best = argmax_pitches(logits, pitches);
+                    let leading = matches!(prev[i], START_GUESS) || prev[i] == u16::from(START);
+                    let best = argmax_pitches(logits, pitches, leading);
                     let t = b * TICKS_PER_BEAT + tick;
                     out.0[t] = best as u8;
                     prev[i] = best as u16;
