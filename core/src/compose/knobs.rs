@@ -38,7 +38,7 @@ pub struct KnobUnit {
 
 /// The four knobs in [`Attribute::ALL`] order. Each range covers what the shipped models reach
 /// through the decoder (`arvae-trainer score` prints it; Bach: 1-17 %, 0-7 st, 1-6 notes,
-/// -7..+18 st; folk: 5-42 %, 2-15 st, 1-16 notes, -24..+24 st) and little more, so a knob's
+/// -7..+18 st; folk: 5-42 %, 2-14 st, 1-16 notes, -24..+24 st) and little more, so a knob's
 /// label is a value some model plays.
 pub const KNOBS: [KnobUnit; 4] = [
     KnobUnit {
