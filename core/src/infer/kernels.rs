@@ -1175,13 +1175,13 @@ pub(crate) fn gru_update<const FMA: bool>(h: &mut [f32], gi: &[f32], gh: &[f32])
 /// `lo..=hi`, `REST`, `HOLD`, and `START` only where the bar has had nothing else yet
 /// (`leading`: the first tick, or a `START` before it). The data's grammar is `START*` music
 /// `END*` (a tune's padding inside its first and last bars), so a pad after music is never
-/// music, and the endless melody composing plays never ends. With `(0, 127)` it is
-/// [`argmax`] over every token, as in training.
+/// music, and the endless melody composing plays never ends. With `None` (no range: the
+/// decoding training and `eval` measure) it is [`argmax`] over every token.
 #[inline]
-pub(crate) fn argmax_pitches(v: &[f32], (lo, hi): (u8, u8), leading: bool) -> usize {
-    if (lo, hi) == (0, 127) {
+pub(crate) fn argmax_pitches(v: &[f32], pitches: Option<(u8, u8)>, leading: bool) -> usize {
+    let Some((lo, hi)) = pitches else {
         return argmax(v);
-    }
+    };
     let mut best = lo as usize;
     let mut val = v[best];
     let last = if leading { START } else { HOLD } as usize;
@@ -1433,18 +1433,23 @@ mod tests {
         v[60] = 2.0;
         v[70] = 3.0;
         v[129] = 1.0;
-        assert_eq!(argmax_pitches(&v, (0, 127), false), 10);
-        assert_eq!(argmax_pitches(&v, (55, 84), false), 70);
-        assert_eq!(argmax_pitches(&v, (55, 65), false), 60);
+        assert_eq!(argmax_pitches(&v, None, false), 10);
+        assert_eq!(argmax_pitches(&v, Some((55, 84)), false), 70);
+        assert_eq!(argmax_pitches(&v, Some((55, 65)), false), 60);
         v[130] = 5.0; // START: only while the bar has had nothing else
-        assert_eq!(argmax_pitches(&v, (55, 65), true), 130);
-        assert_eq!(argmax_pitches(&v, (55, 65), false), 60);
-        assert_eq!(argmax_pitches(&v, (0, 127), false), 10);
+        assert_eq!(argmax_pitches(&v, Some((55, 65)), true), 130);
+        assert_eq!(argmax_pitches(&v, Some((55, 65)), false), 60);
+        assert_eq!(argmax_pitches(&v, None, false), 10);
         v[131] = 6.0; // END: never, in a range
-        assert_eq!(argmax_pitches(&v, (55, 65), true), 130);
+        assert_eq!(argmax_pitches(&v, Some((55, 65)), true), 130);
         v[128] = 4.0;
-        assert_eq!(argmax_pitches(&v, (55, 65), false), 128);
+        assert_eq!(argmax_pitches(&v, Some((55, 65)), false), 128);
         v[129] = 4.5;
-        assert_eq!(argmax_pitches(&v, (55, 84), false), 129);
+        assert_eq!(argmax_pitches(&v, Some((55, 84)), false), 129);
+        // The whole MIDI range is a range too: the pad grammar still holds.
+        assert_eq!(argmax_pitches(&v, Some((0, 127)), false), 10);
+        v[10] = 0.0;
+        assert_eq!(argmax_pitches(&v, Some((0, 127)), false), 129);
+        assert_eq!(argmax_pitches(&v, None, false), 131);
     }
 }

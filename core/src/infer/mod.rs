@@ -187,8 +187,9 @@ pub struct InferModel {
     dec: DecoderWeights,
     s: Scratch,
     lock: Lockstep,
-    /// Lowest and highest pitch token greedy decoding may choose (`0..=127`: all).
-    pitches: (u8, u8),
+    /// Lowest and highest pitch token greedy decoding may choose, with the pad grammar of a
+    /// melody (`None`: plain argmax over every token, as training and `eval` decode).
+    pitches: Option<(u8, u8)>,
 }
 
 /// Looks up a tensor and checks its shape.
@@ -343,7 +344,7 @@ impl InferModel {
             dec,
             s,
             lock,
-            pitches: (0, 127),
+            pitches: None,
         })
     }
 
@@ -352,21 +353,22 @@ impl InferModel {
     /// allowed, and so does `START` while the bar has had nothing else (a late first onset),
     /// but never `END` or a `START` after music: the data's pads are `START*` music `END*`, so
     /// the decoder choosing one after music plays a broken bar, and a composed melody never
-    /// ends. `0..=127` (the default) is plain argmax over every token, as in training. `lo > hi`
-    /// or `hi > 127` is an error.
+    /// ends. Without a call (the default) decoding is plain argmax over every token, as in
+    /// training and `eval`. `lo > hi` or `hi > 127` is an error.
     pub fn set_pitch_range(&mut self, lo: u8, hi: u8) -> Result<(), InferError> {
         if lo > hi || hi > 127 {
             return Err(InferError::Checkpoint(format!(
                 "pitch range {lo}..={hi} is not a range of MIDI pitches"
             )));
         }
-        self.pitches = (lo, hi);
+        self.pitches = Some((lo, hi));
         Ok(())
     }
 
-    /// The pitch tokens greedy decoding may choose ([`set_pitch_range`](Self::set_pitch_range)).
+    /// The pitch tokens greedy decoding may choose ([`set_pitch_range`](Self::set_pitch_range);
+    /// `0..=127` before it is set).
     pub fn pitch_range(&self) -> (u8, u8) {
-        self.pitches
+        self.pitches.unwrap_or((0, 127))
     }
 
     /// The model's config.
