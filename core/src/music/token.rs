@@ -155,6 +155,22 @@ impl Measure {
         n
     }
 
+    /// Ticks without sound: each `REST` or pad, and the holds after one
+    /// ([`silences`](Self::silences) counts the runs). Allocation-free.
+    pub fn silent_ticks(&self) -> usize {
+        let mut silent = false;
+        let mut n = 0;
+        for &t in &self.0 {
+            if matches!(t, REST | START | END) {
+                silent = true;
+            } else if is_note(t) {
+                silent = false;
+            }
+            n += usize::from(silent);
+        }
+        n
+    }
+
     /// Transposed copy, or `None` if a note would leave 0..=127.
     pub fn transposed(&self, semitones: i32) -> Option<Self> {
         let mut m = *self;
@@ -246,9 +262,12 @@ mod tests {
         // A leading hold continues the bar before: the rest after it starts a silence.
         t[0] = HOLD;
         assert_eq!(Measure(t).silences(), 2);
+        // Silent ticks: the rest at 3 to 5, and 9 to 17 (rest, holds, rest, holds).
+        assert_eq!(Measure(t).silent_ticks(), 3 + 9);
         t[0] = REST;
         t[3] = HOLD;
         assert_eq!(Measure(t).silences(), 2);
+        assert_eq!(Measure(t).silent_ticks(), 6 + 9);
         // A pickup bar: the pads before the tune are one silence, a rest after them the same.
         let mut p = [HOLD; 24];
         p[0] = START;
@@ -257,5 +276,7 @@ mod tests {
         p[12] = 67;
         p[18] = END;
         assert_eq!(Measure(p).silences(), 2);
+        assert_eq!(Measure(p).silent_ticks(), 12 + 6);
+        assert_eq!(Measure::rest().silent_ticks(), 24);
     }
 }
