@@ -307,12 +307,12 @@ fn knobs_move_their_attribute() {
         (apply, why)
     };
     // Rhythm at the other knobs' defaults (4 notes a bar) is the weak knob: the Bach model's
-    // 4-note bars take two values (6.4 %, quarter notes; 8.2 %, one eighth pair), so one bar
-    // of the 72 moves rho by 0.025. Over Variation seeds 1-5 and 11 it ranges 0.687-0.839
-    // (mean 0.771), so 0.75, not the one seed's luck, is what the product keeps.
-    let targets = [0.75, 0.9, 0.9, 0.9];
+    // 4-note bars take few values (6.4 %, quarter notes; 8.2 %, one eighth pair), so one bar
+    // of the 72 moves rho by 0.025. Over Variation seeds 1-5 and 11 it ranged 0.687-0.839
+    // (mean 0.771) before composing redrew costly bars, 0.804-0.859 (mean 0.841) since.
+    let targets = [0.8, 0.9, 0.9, 0.9];
     let pass: Vec<bool> = (0..4).map(|i| matrix[i][i] >= targets[i]).collect();
-    println!("targets (rho >= 0.75 rhythm, 0.9 others) met: {pass:?}; asserted: {apply} ({why})");
+    println!("targets (rho >= 0.8 rhythm, 0.9 others) met: {pass:?}; asserted: {apply} ({why})");
     if apply {
         for i in 0..4 {
             assert!(

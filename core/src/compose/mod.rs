@@ -876,7 +876,10 @@ mod tests {
                 // 4 notes about 0.2; the shipped models 0.01-0.16 (`score`). The folk model
                 // played 0.69 at the defaults, long silent starts, before silent beats cost
                 // and costly bars were redrawn.
-                eprintln!("{} {free:?}: {silences} silences, {gaps} silent beats", b.name);
+                eprintln!(
+                    "{} {free:?}: {silences} silences, {gaps} silent beats",
+                    b.name
+                );
                 assert!(silences <= 24, "{} {free:?}: {silences} in 64 bars", b.name);
                 assert!(gaps <= 8, "{} {free:?}: {gaps} of 64 bars", b.name);
             }
