@@ -167,8 +167,8 @@ const REST_COST: f32 = 1.0;
 /// Matching's cost of each beat of silence in a bar, on top of [`REST_COST`]: an eighth rest is
 /// phrasing, three silent beats before a bar's first note is a tune's pickup bar, not a bar in
 /// the middle of a melody. Measured with `score` (64 bars x 8 seeds, with redraws): the
-/// dropout-0.7 folk model at the plugin's defaults 0.36 silences a bar without it, 0.16 with
-/// it (real folk bars of 4 notes about 0.2); all knobs free 0.07 and 0.02; knob fidelity the
+/// dropout-0.7 folk model at the plugin's defaults 0.36 silences a bar without it, 0.12-0.16
+/// with it (real folk bars of 4 notes about 0.2); all knobs free 0.07 and 0.02; knob fidelity the
 /// same within noise.
 const SILENT_BEAT_COST: f32 = 1.0;
 
@@ -873,7 +873,7 @@ mod tests {
                     }
                 }
                 // The data: 0.11 silences a bar (pads of pickup bars included), folk bars of
-                // 4 notes about 0.2; the shipped models 0.01-0.16 (`score`). The folk model
+                // 4 notes about 0.2; the shipped models 0.00-0.12 (`score`). The folk model
                 // played 0.69 at the defaults, long silent starts, before silent beats cost
                 // and costly bars were redrawn.
                 eprintln!(
