@@ -733,6 +733,37 @@ mod tests {
 
     #[test]
     #[cfg(feature = "builtin-models")]
+    fn redrawn_bars_replay_and_return() {
+        // Every knob at its top: no bar reaches them all, so every bar is redrawn (REDRAWS).
+        let ck = Checkpoint::from_bytes(crate::builtin::builtin("folk").unwrap().bytes, "folk");
+        let mut c = Composer::from_checkpoint(&ck.unwrap()).unwrap();
+        let s = Settings {
+            knobs: KNOBS.map(|k| k.max),
+            variation: 0.0,
+            motion: 1.0,
+            seed: 7,
+            ..Settings::default()
+        };
+        let mut p = [[Measure::rest(); MAX_PHRASE]; 3];
+        c.phrase(&s, 2, &mut p[0]).unwrap();
+        c.phrase(&Settings { seed: 8, ..s }, 2, &mut p[1]).unwrap();
+        c.phrase(&s, 5, &mut p[2]).unwrap();
+        // Variation 0: phrase 5 is phrase 2 again, whatever was composed in between.
+        assert_eq!(p[0][..4], p[2][..4]);
+        assert_ne!(p[0][..4], p[1][..4]);
+        let varied = Settings {
+            variation: 1.0,
+            ..s
+        };
+        c.phrase(&varied, 2, &mut p[1]).unwrap();
+        c.phrase(&varied, 2, &mut p[2]).unwrap();
+        assert_eq!(p[1][..4], p[2][..4]);
+        assert_eq!(c.bar(&varied, 9).unwrap(), p[1][1]);
+        assert_ne!(p[0][..4], p[1][..4]);
+    }
+
+    #[test]
+    #[cfg(feature = "builtin-models")]
     fn phrases_are_pure_and_return() {
         let ck = Checkpoint::from_bytes(crate::builtin::BUILTINS[0].bytes, "bach").unwrap();
         let mut c = Composer::from_checkpoint(&ck).unwrap();
