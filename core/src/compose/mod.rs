@@ -197,6 +197,16 @@ const JOIN_UNIT: f32 = 2.0;
 
 /// Stream id of the phrase-independent noise (shared by every return of a phrase).
 const SHARED: i64 = i64::MIN;
+/// Where a bar's noise comes from ([`Composer::bar_noise`]): the seed, Variation (radians),
+/// bar `k` of phrase `q`.
+#[derive(Clone, Copy)]
+struct NoiseAt {
+    seed: u64,
+    v: f32,
+    k: usize,
+    q: i64,
+}
+
 /// Stream id of [`Composer::redraw`]'s noise.
 const REDRAW: i64 = i64::MIN + 1;
 
@@ -456,7 +466,8 @@ impl Composer {
                 out[k] = out[0];
                 continue;
             }
-            self.bar_noise(seed, v, k, q);
+            let at = NoiseAt { seed, v, k, q };
+            self.bar_noise(at);
             let melody = self.sampler.free().len();
             for (j, (u, e)) in self.u.iter_mut().zip(&self.e).enumerate() {
                 *u = if k == 0 || (j >= melody && m > 0.0) {
@@ -465,10 +476,8 @@ impl Composer {
                     m.cos() * *u + m.sin() * e
                 };
             }
-            self.sampler.write(&self.u, &mut self.z);
-            self.draw_free_knobs(settings);
-            let first = self.finish(settings, before)?;
-            out[k] = self.redraw(settings, before, (k, q), first)?;
+            let first = self.bar_of_noise(settings, before)?;
+            out[k] = self.redraw(settings, before, at, first)?;
             before = Register::of(&out[k]);
         }
         Ok(p)
@@ -476,12 +485,23 @@ impl Composer {
 
     /// Bar `k`'s noise of phrase `q` into `self.e`: e_k = cos(v) A_k + sin(v) B_(q,k) from
     /// `seed`, where A is the same for every return of the phrase (Variation v, in radians).
-    fn bar_noise(&mut self, seed: u64, v: f32, k: usize, q: i64) {
+    fn bar_noise(&mut self, NoiseAt { seed, v, k, q }: NoiseAt) {
         normals(mix(seed, k as i64, SHARED), &mut self.e);
         normals(mix(seed, k as i64, q), &mut self.own);
         for (e, b) in self.e.iter_mut().zip(&self.own) {
             *e = v.cos() * *e + v.sin() * b;
         }
+    }
+
+    /// The bar of the melody noise `self.u` ([`finish`](Self::finish)'s bar and cost).
+    fn bar_of_noise(
+        &mut self,
+        settings: &Settings,
+        before: Option<Register>,
+    ) -> Result<(Measure, f32), InferError> {
+        self.sampler.write(&self.u, &mut self.z);
+        self.draw_free_knobs(settings);
+        self.finish(settings, before)
     }
 
     /// The dimensions of free knobs from their prior marginals, with the standard normal
@@ -574,8 +594,9 @@ impl Composer {
             } else {
                 0.0
             };
-            let silent_beats = m.silent_ticks() as f32 / TICKS_PER_BEAT as f32;
-            let rests = REST_COST * m.silences() as f32 + SILENT_BEAT_COST * silent_beats;
+            let (runs, ticks) = m.silence();
+            let silent_beats = ticks as f32 / TICKS_PER_BEAT as f32;
+            let rests = REST_COST * runs as f32 + SILENT_BEAT_COST * silent_beats;
             off_key + (leap.max(0.0) / JOIN_UNIT).powi(2).min(JOIN_CAP) + extreme + rests
         };
         let mut miss = steer_with(
@@ -603,7 +624,7 @@ impl Composer {
         Ok((transposed(&m, shift), miss + penalty(&m)))
     }
 
-    /// `first` (bar `k` of phrase `q`, and its cost, from [`finish`](Self::finish)), or, when
+    /// `first` (the bar whose noise is `at`, and its cost, from [`finish`](Self::finish)), or, when
     /// matching is on and it costs [`REDRAW_COST`] or more, the cheapest of it and up to
     /// [`REDRAWS`] bars whose melody noise `self.u` is moved by fresh noise drawn as
     /// [`bar_noise`](Self::bar_noise) draws it (a pure function of the seed, Variation, phrase
@@ -613,7 +634,7 @@ impl Composer {
         &mut self,
         settings: &Settings,
         before: Option<Register>,
-        (k, q): (usize, i64),
+        at: NoiseAt,
         first: (Measure, f32),
     ) -> Result<Measure, InferError> {
         let (mut bar, mut cost) = first;
@@ -622,15 +643,15 @@ impl Composer {
         }
         self.base.copy_from_slice(&self.u);
         self.chosen.copy_from_slice(&self.u);
-        let v = settings.variation.clamp(0.0, 1.0) * std::f32::consts::FRAC_PI_2;
         for r in 0..REDRAWS {
-            self.bar_noise(mix(settings.seed as u64, REDRAW, r as i64), v, k, q);
+            self.bar_noise(NoiseAt {
+                seed: mix(at.seed, REDRAW, r as i64),
+                ..at
+            });
             for (u, (b, o)) in self.u.iter_mut().zip(self.base.iter().zip(&self.e)) {
                 *u = REDRAW_KEEP * b + REDRAW_NEW * o;
             }
-            self.sampler.write(&self.u, &mut self.z);
-            self.draw_free_knobs(settings);
-            let (m, c) = self.finish(settings, before)?;
+            let (m, c) = self.bar_of_noise(settings, before)?;
             if c < cost {
                 (bar, cost) = (m, c);
                 self.chosen.copy_from_slice(&self.u);

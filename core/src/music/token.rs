@@ -139,36 +139,30 @@ impl Measure {
 
     /// Silences in the measure: each `REST` or pad (`START`, `END`: silence before or after a
     /// tune) starts one unless the event before it in the measure is silent too (a rest, then
-    /// holds, then a rest is one silence). An empty measure has one. Allocation-free (target
-    /// matching counts it for every candidate).
+    /// holds, then a rest is one silence). An empty measure has one.
     pub fn silences(&self) -> usize {
-        let mut silent = false;
-        let mut n = 0;
-        for &t in &self.0 {
-            if matches!(t, REST | START | END) {
-                n += usize::from(!silent);
-                silent = true;
-            } else if is_note(t) {
-                silent = false;
-            }
-        }
-        n
+        self.silence().0
     }
 
-    /// Ticks without sound: each `REST` or pad, and the holds after one
-    /// ([`silences`](Self::silences) counts the runs). Allocation-free.
+    /// Ticks without sound: each `REST` or pad, and the holds after one.
     pub fn silent_ticks(&self) -> usize {
-        let mut silent = false;
-        let mut n = 0;
+        self.silence().1
+    }
+
+    /// [`silences`](Self::silences) and [`silent_ticks`](Self::silent_ticks) in one pass,
+    /// allocation-free (target matching counts both for every candidate).
+    pub fn silence(&self) -> (usize, usize) {
+        let (mut silent, mut runs, mut ticks) = (false, 0, 0);
         for &t in &self.0 {
             if matches!(t, REST | START | END) {
+                runs += usize::from(!silent);
                 silent = true;
             } else if is_note(t) {
                 silent = false;
             }
-            n += usize::from(silent);
+            ticks += usize::from(silent);
         }
-        n
+        (runs, ticks)
     }
 
     /// Transposed copy, or `None` if a note would leave 0..=127.
