@@ -115,6 +115,13 @@ fn a_knob_moved_while_stopped_is_heard_in_the_first_bar() {
     );
 }
 
+/// How much faster than real time the unflagged render runs: 400 ms of wall time a bar at
+/// 120 BPM, several times what the worker needs for the slowest knob settings (about 70 ms a
+/// bar on one core here, in release; README "Fast render without the offline flag"). A pace
+/// the worker cannot keep up with plays late bars by design, so this test asks for margin,
+/// not for speed (speed is measured by `generate`, not asserted here).
+const FAST: f64 = 5.0;
+
 #[test]
 fn a_fast_unflagged_render_plays_the_real_time_bars_and_follows_the_knobs() {
     let bars = 16;
@@ -123,45 +130,42 @@ fn a_fast_unflagged_render_plays_the_real_time_bars_and_follows_the_knobs() {
         s.pace = pace;
         s.set_plain("Variation", 23.0, 0.0, 9999.0);
         s.set_plain("Note density", density, 1.0, 16.0);
-        // The host's pre-roll: 20 s of audio, 1 s of wall time at 20x.
+        // The host's pre-roll: 20 s of audio, 4 s of wall time at 5x.
         stopped(&mut s, 0.0, 20.0);
         let origin = s.now;
         s.play_from_start(bars as f64, TEMPO);
-        let s_notes = since(&s, origin);
-        let s_bars = bars_since(&s, origin, bars);
-        (s_notes, s_bars, s)
+        (since(&s, origin), bars_since(&s, origin, bars))
     };
-    let (fast, fast_bars, _) = render(4.0, Some(20.0), false);
-    let (exact, exact_bars, _) = render(4.0, None, true);
-    let distinct = fast_bars
-        .iter()
-        .enumerate()
-        .filter(|(i, m)| fast_bars[..*i].iter().all(|o| o != *m))
-        .count();
-    println!(
-        "20x real time, no offline flag: {} notes, {distinct} distinct bars of {bars}",
-        fast.len()
-    );
-    assert_eq!(
-        fast_bars, exact_bars,
-        "the fast render differs from the offline one"
-    );
-    assert!(distinct >= 4, "{distinct} distinct bars");
-    let (denser, denser_bars, _) = render(10.0, Some(20.0), false);
-    let mean = |v: &[Measure]| {
+    let notes_a_bar = |v: &[Measure]| {
         v.iter()
             .map(|m| m.tokens().iter().filter(|&&t| t < 128).count())
             .sum::<usize>() as f64
             / v.len() as f64
     };
-    println!(
-        "note density knob 4 -> {:.2} notes a bar, 10 -> {:.2} ({} notes)",
-        mean(&fast_bars),
-        mean(&denser_bars),
-        denser.len()
-    );
-    assert!(mean(&denser_bars) > mean(&fast_bars) + 2.0);
-    assert!(exact.len() == fast.len());
+    let mut means = Vec::new();
+    for density in [4.0, 10.0] {
+        let (fast, fast_bars) = render(density, Some(FAST), false);
+        let (exact, exact_bars) = render(density, None, true);
+        let distinct = fast_bars
+            .iter()
+            .enumerate()
+            .filter(|(i, m)| fast_bars[..*i].iter().all(|o| o != *m))
+            .count();
+        println!(
+            "{FAST}x real time, no offline flag, note density {density}: {} notes ({:.2} a bar), \
+             {distinct} distinct bars of {bars}",
+            fast.len(),
+            notes_a_bar(&fast_bars)
+        );
+        assert_eq!(
+            fast_bars, exact_bars,
+            "density {density}: the fast render differs from the offline one"
+        );
+        assert_eq!(exact.len(), fast.len());
+        assert!(distinct >= 4, "{distinct} distinct bars");
+        means.push(notes_a_bar(&fast_bars));
+    }
+    assert!(means[1] > means[0] + 2.0, "note density 4 -> 10: {means:?}");
 }
 
 #[test]
